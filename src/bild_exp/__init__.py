@@ -1,0 +1,1 @@
+"""bild_exp: Big Little Decoder (BiLD) research harness."""

@@ -1,0 +1,153 @@
+"""``generate``: the engine's single entry point, with every input checked before a model runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from bild_exp.decoding.autoregressive import decode_autoregressive
+from bild_exp.decoding.bild import decode_bild
+from bild_exp.decoding.hf_assisted import decode_hf_assisted
+from bild_exp.decoding.oracle import decode_oracle
+from bild_exp.decoding.params import (
+    InvalidParameterError,
+    SamplingParams,
+    check_int,
+    invalid,
+    parse_params,
+)
+from bild_exp.decoding.result import GenerationResult
+from bild_exp.decoding.sampling import make_sampler
+from bild_exp.decoding.speculative import decode_speculative
+
+NEEDS_SMALL = ("small", "bild", "speculative", "oracle", "hf_assisted")
+ARCHITECTURES = ("seq2seq", "decoder-only")
+
+
+def architecture_of(model: PreTrainedModel) -> str:
+    return "seq2seq" if model.config.is_encoder_decoder else "decoder-only"
+
+
+def check_model(name: str, model: Any, architecture: str | None = None) -> None:
+    """Raise unless ``model`` is a Hugging Face model of the expected architecture."""
+    if not isinstance(model, PreTrainedModel):
+        raise invalid(name, type(model).__name__, "a transformers PreTrainedModel")
+    if architecture is not None and architecture_of(model) != architecture:
+        raise InvalidParameterError(
+            f"{name}={model.config.model_type!r} is {architecture_of(model)}, "
+            f"but architecture={architecture!r} was asked for: accepted a {architecture} model"
+        )
+
+
+def check_pair(
+    large: PreTrainedModel, small: PreTrainedModel, architecture: str | None = None
+) -> None:
+    """Raise unless the two models can decode together: same architecture, vocabulary, start token."""
+    check_model("large", large, architecture)
+    check_model("small", small, architecture or architecture_of(large))
+    large_vocab, small_vocab = large.config.vocab_size, small.config.vocab_size
+    if large_vocab != small_vocab:
+        raise InvalidParameterError(
+            f"small vocab_size={small_vocab} differs from large vocab_size={large_vocab}: "
+            "accepted a pair that shares one vocabulary"
+        )
+    if large.config.is_encoder_decoder:
+        large_start = large.generation_config.decoder_start_token_id
+        small_start = small.generation_config.decoder_start_token_id
+        if large_start != small_start:
+            raise InvalidParameterError(
+                f"small decoder_start_token_id={small_start} differs from large's {large_start}: "
+                "accepted a pair that starts decoding from the same token"
+            )
+
+
+def check_input_ids(input_ids: Any) -> None:
+    """Raise unless ``input_ids`` is a non-empty LongTensor of shape ``(1, L)``."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.long:
+        raise invalid("input_ids", type(input_ids).__name__, "a torch.LongTensor of shape (1, L)")
+    if input_ids.dim() != 2:
+        raise invalid("input_ids.shape", tuple(input_ids.shape), "(1, L): a batch of one sequence")
+    if input_ids.shape[0] != 1:
+        raise invalid(
+            "batch size", input_ids.shape[0], "1 (the engine decodes one example at a time)"
+        )
+    if input_ids.shape[1] == 0:
+        raise invalid("input_ids length", 0, "at least 1 token")
+
+
+def validate(
+    method: str,
+    large: Any,
+    small: Any,
+    input_ids: Any,
+    max_new_tokens: Any,
+    params: dict[str, Any],
+) -> SamplingParams:
+    """Check every argument of :func:`generate`; return the parsed method parameters."""
+    method_params = parse_params(method, params)
+    check_int("max_new_tokens", max_new_tokens, 1)
+    check_input_ids(input_ids)
+    if method == "small":
+        check_model("small", small)
+    else:
+        check_model("large", large)
+    if method in NEEDS_SMALL and method != "small":
+        if small is None:
+            raise invalid("small", None, f"a small model: method {method!r} needs both models")
+        check_pair(large, small)
+    return method_params
+
+
+@torch.inference_mode()
+def generate(
+    method: str,
+    *,
+    large: PreTrainedModel | None = None,
+    small: PreTrainedModel | None = None,
+    input_ids: torch.Tensor,
+    max_new_tokens: int = 128,
+    use_cache: bool = True,
+    **params: Any,
+) -> GenerationResult:
+    """Generate one continuation (batch size 1) with a decoding method.
+
+    Args:
+        method: ``large``, ``small``, ``bild``, ``speculative``, ``oracle`` or ``hf_assisted``.
+        large, small: Hugging Face models sharing one vocabulary, both encoder-decoder
+            or both decoder-only; ``small`` may be None for ``large``, ``large`` for ``small``.
+        input_ids: ``(1, L)`` the encoder input (seq2seq) or the prompt (decoder-only).
+        max_new_tokens: upper bound on generated tokens.
+        use_cache: False runs the slow no-cache reference (every forward recomputes
+            the whole sequence); tokens and stats must not change.
+        **params: the method's parameters (see ``bild_exp.decoding.params``), e.g.
+            ``fallback_threshold``, ``rollback_threshold``, ``window``, ``sampling``,
+            ``top_p``, ``temperature``, ``seed``.
+
+    Returns:
+        A :class:`GenerationResult` with ``tokens``, ``from_large`` and ``stats``.
+    """
+    method_params = validate(method, large, small, input_ids, max_new_tokens, params)
+    device = (small if method == "small" else large).device
+    input_ids = input_ids.to(device)
+    sampler = make_sampler(
+        method_params.sampling,
+        method_params.top_p,
+        method_params.temperature,
+        method_params.seed,
+        device,
+    )
+    common = {"sampler": sampler, "max_new_tokens": max_new_tokens, "use_cache": use_cache}
+    if method in ("large", "small"):
+        model = large if method == "large" else small
+        return decode_autoregressive(model, input_ids, is_large=method == "large", **common)
+    if method == "bild":
+        return decode_bild(large, small, input_ids, params=method_params, **common)
+    if method == "speculative":
+        return decode_speculative(large, small, input_ids, params=method_params, **common)
+    if method == "oracle":
+        return decode_oracle(large, small, input_ids, params=method_params, **common)
+    return decode_hf_assisted(
+        large, small, input_ids, params=method_params, max_new_tokens=max_new_tokens
+    )

@@ -1,0 +1,147 @@
+"""Big Little Decoder (Kim et al. 2023, Algorithm 1).
+
+The small model decodes until its confidence drops below alpha_FB (or it has run
+``max_small_steps`` tokens); the large model then runs once over every token it
+has not seen, rolls back the first small token it disagrees with by more than
+alpha_RB, and control returns to the small model.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from bild_exp.decoding.params import BildParams
+from bild_exp.decoding.policies import first_rollback_index, rollback_distances, should_fall_back
+from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
+from bild_exp.decoding.runner import DecoderRunner, TokenSequence
+from bild_exp.decoding.sampling import Sampler
+
+
+class BildDecoder:
+    """State of one BiLD generation: the sequence, both runners, unverified small tokens."""
+
+    def __init__(
+        self,
+        large: DecoderRunner,
+        small: DecoderRunner,
+        sequence: TokenSequence,
+        params: BildParams,
+        sampler: Sampler,
+    ):
+        self.large, self.small, self.sequence = large, small, sequence
+        self.params, self.sampler = params, sampler
+        self.counters = PolicyCounters()
+        self.n_unverified = 0  # small tokens the large model has not checked yet
+        # p_S of unverified tokens, kept only for metrics that compare whole distributions.
+        self.keep_small_log_probs = params.rollback_metric != "cross_entropy"
+        self.unverified_small_log_probs: list[torch.Tensor] = []
+
+    def run(self) -> GenerationResult:
+        while not self.sequence.done:
+            self.small_step()
+        return build_result(self.sequence, self.large, self.small, self.counters)
+
+    def small_step(self) -> None:
+        # 1. The small model proposes y_S; its confidence is max_y p_S(y).
+        logits = self.small.forward(self.sequence.view())[-1]
+        log_probs = self.sampler.tempered_log_probs(logits)
+        token = self.sampler.choose(logits)
+        fall_back = should_fall_back(log_probs.max().exp(), self.params.fallback_threshold)
+        token_id, fell_back = torch.stack([token, fall_back.long()]).tolist()
+        # 2. Fallback policy: discard y_S and let the large model take over.
+        if fell_back:
+            self.counters.n_fallbacks += 1
+            self.large_pass(tail=False)
+            return
+        self.sequence.append(token_id, from_large=False)
+        self.n_unverified += 1
+        if self.keep_small_log_probs:
+            self.unverified_small_log_probs.append(log_probs)
+        # 3. The sequence ended with small tokens the large model never saw.
+        if self.sequence.done:
+            if self.params.verify_tail:
+                self.counters.n_tail_verifications += 1
+                self.large_pass(tail=True)
+        elif self.n_unverified >= self.params.max_small_steps:
+            self.counters.n_forced_verifications += 1
+            self.large_pass(tail=False)
+
+    def large_pass(self, tail: bool) -> None:
+        """One non-autoregressive large pass, the rollback policy, and the cache crop.
+
+        With ``tail`` the sequence has already ended: nothing is appended unless a
+        rollback replaces a small token.
+        """
+        sequence, n_unverified = self.sequence, self.n_unverified
+        # 1. Forward over all tokens the large model has not seen; keep the rows that
+        #    predict the unverified small tokens and the position after them.
+        logits = self.large.forward(sequence.view())[-(n_unverified + 1) :]
+        small_tokens = sequence.view()[0, sequence.length - n_unverified :]
+        # 2. Rollback policy: first small token too far from the large model.
+        rollback_at, token = self.rollback_decision(logits, small_tokens)
+        rollback_at, token_id = torch.stack([rollback_at, token]).tolist()
+        # 3. Keep the accepted small tokens and the large model's token.
+        self.counters.accepted_lengths.append(rollback_at)
+        n_rejected = n_unverified - rollback_at
+        first_changed = sequence.length
+        if n_rejected > 0:
+            self.counters.n_rollbacks += 1
+            self.counters.n_rolled_back_tokens += n_rejected
+            sequence.truncate(sequence.n_generated - n_rejected)
+        if n_rejected > 0 or not tail:
+            first_changed = sequence.length
+            sequence.append(token_id, from_large=True)
+        # 4. Crop both caches to the tokens that are still valid.
+        self.large.truncate(first_changed)
+        self.small.truncate(first_changed)
+        self.n_unverified = 0
+        self.unverified_small_log_probs.clear()
+
+    def rollback_decision(
+        self, logits: torch.Tensor, small_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index m of the first rolled-back small token (or their count) and the large token at m.
+
+        Args:
+            logits: ``(n_unverified + 1, vocab)`` large-model logits.
+            small_tokens: ``(n_unverified,)`` y_S.
+        """
+        large_log_probs = self.sampler.tempered_log_probs(logits)
+        small_log_probs = None
+        if self.keep_small_log_probs:
+            # No unverified tokens (a fallback right after a large pass): an empty stack.
+            small_log_probs = large_log_probs[:0]
+            if self.unverified_small_log_probs:
+                small_log_probs = torch.stack(self.unverified_small_log_probs)
+        distances = rollback_distances(
+            large_log_probs[:-1], small_tokens, small_log_probs, self.params.rollback_metric
+        )
+        if self.sampler.greedy:
+            large_tokens = logits.argmax(-1)
+            agreement = large_tokens[:-1] == small_tokens
+            rollback_at = first_rollback_index(distances, self.params.rollback_threshold, agreement)
+            return rollback_at, large_tokens[rollback_at]
+        rollback_at = first_rollback_index(distances, self.params.rollback_threshold)
+        return rollback_at, self.sampler.choose(logits[rollback_at])
+
+
+def decode_bild(
+    large: PreTrainedModel,
+    small: PreTrainedModel,
+    input_ids: torch.Tensor,
+    *,
+    params: BildParams,
+    sampler: Sampler,
+    max_new_tokens: int,
+    use_cache: bool = True,
+) -> GenerationResult:
+    """Run BiLD on one example (batch size 1)."""
+    decoder = BildDecoder(
+        large=DecoderRunner(large, input_ids, use_cache),
+        small=DecoderRunner(small, input_ids, use_cache),
+        sequence=start_sequence(large, input_ids, max_new_tokens),
+        params=params,
+        sampler=sampler,
+    )
+    return decoder.run()

@@ -1,0 +1,90 @@
+"""Hugging Face assisted generation (``generate(assistant_model=...)``) as an external baseline.
+
+Parameters are passed through unchanged. Calls stay independent: the assistant's
+generation config, which HF's heuristic schedule writes back into, is swapped for
+a copy during the call and restored after. Authorship of each token and accepted
+lengths are not exposed by HF, so ``from_large`` is None and those stats are absent;
+forward calls of each model are counted with hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from transformers import PreTrainedModel
+
+from bild_exp.decoding.params import HfAssistedParams
+from bild_exp.decoding.result import GenerationResult, decoder_prefix
+
+
+@contextmanager
+def count_forward_calls(model: PreTrainedModel) -> Iterator[list[int]]:
+    """Count the top-level forward calls of ``model`` (decoder steps; HF runs encoders separately)."""
+    counter = [0]
+
+    def hook(_module: torch.nn.Module, _args: tuple) -> None:
+        counter[0] += 1
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def assistant_config(small: PreTrainedModel, params: HfAssistedParams) -> Iterator[None]:
+    """Give the assistant a private generation config for this call only."""
+    original = small.generation_config
+    config = copy.deepcopy(original)
+    config.num_assistant_tokens = params.num_assistant_tokens
+    config.num_assistant_tokens_schedule = params.num_assistant_tokens_schedule
+    # HF fills an unset threshold with its default 0.4; None here means "off", which HF spells 0.
+    config.assistant_confidence_threshold = params.assistant_confidence_threshold or 0.0
+    small.generation_config = config
+    try:
+        yield
+    finally:
+        small.generation_config = original
+
+
+def decode_hf_assisted(
+    large: PreTrainedModel,
+    small: PreTrainedModel,
+    input_ids: torch.Tensor,
+    *,
+    params: HfAssistedParams,
+    max_new_tokens: int,
+) -> GenerationResult:
+    """Run ``large.generate(assistant_model=small, ...)`` on one example."""
+    sampling_kwargs: dict = {"do_sample": False}
+    if params.sampling == "nucleus":
+        sampling_kwargs = {
+            "do_sample": True,
+            "top_p": params.top_p,
+            "temperature": params.temperature,
+        }
+    n_prefix = decoder_prefix(large, input_ids).shape[1]
+    with (
+        assistant_config(small, params),
+        count_forward_calls(large) as large_calls,
+        count_forward_calls(small) as small_calls,
+        torch.random.fork_rng(devices=[input_ids.device] if input_ids.is_cuda else []),
+    ):
+        if params.seed is not None:
+            # HF samples from the global RNG; fork_rng keeps the caller's state untouched.
+            torch.manual_seed(params.seed)
+        output = large.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            assistant_model=small,
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            **sampling_kwargs,
+        )
+    tokens = output[0, n_prefix:].tolist()
+    stats = {"n_large_calls": large_calls[0], "n_small_calls": small_calls[0]}
+    return GenerationResult(tokens=tokens, from_large=None, stats=stats)

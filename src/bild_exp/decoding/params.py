@@ -1,0 +1,183 @@
+"""Typed, validated parameters for each decoding method.
+
+Every check runs in ``__post_init__``, so a bad value fails with one line naming
+the parameter, the value and what is accepted, before any model runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bild_exp.decoding.policies import ROLLBACK_METRICS
+from bild_exp.decoding.sampling import SAMPLING_MODES
+
+ASSISTANT_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+
+
+class InvalidParameterError(ValueError):
+    """A decoding parameter or input is out of its accepted range."""
+
+
+def invalid(name: str, value: Any, accepted: str) -> InvalidParameterError:
+    return InvalidParameterError(f"{name}={value!r} is invalid: accepted {accepted}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def check_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    optional: bool = False,
+) -> None:
+    """Raise unless ``value`` is a number in [low, high] (or (low, high] when ``low_open``)."""
+    if optional and value is None:
+        return
+    bracket = "(" if low_open else "["
+    upper = f"{high:g}]" if math.isfinite(high) else "inf)"
+    accepted = f"a number in {bracket}{low:g}, {upper}" + (" or None" if optional else "")
+    if not _is_number(value):
+        raise invalid(name, value, accepted)
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        raise invalid(name, value, accepted)
+
+
+def check_int(name: str, value: Any, low: int) -> None:
+    """Raise unless ``value`` is an int >= low."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise invalid(name, value, f"an integer >= {low}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise invalid(name, value, f"one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Token selection shared by every method."""
+
+    sampling: str = "greedy"
+    top_p: float = 1.0
+    temperature: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("sampling", self.sampling, SAMPLING_MODES)
+        check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_range("temperature", self.temperature, 0.0, low_open=True)
+        if self.seed is not None:
+            check_int("seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class AutoregressiveParams(SamplingParams):
+    """``large`` / ``small``: plain decoding with one model."""
+
+
+@dataclass(frozen=True)
+class BildParams(SamplingParams):
+    """``bild``: Algorithm 1 of the paper.
+
+    fallback_threshold: alpha_FB in [0, 1]; None disables the fallback policy.
+    rollback_threshold: alpha_RB >= 0; None disables rollback.
+    max_small_steps: the large model runs after this many consecutive small tokens.
+    rollback_metric: the distance d(p_S, p_L): cross_entropy, total_variation or kl.
+    verify_tail: let the large model check the last small tokens before finishing.
+    """
+
+    fallback_threshold: float | None = 0.5
+    rollback_threshold: float | None = 5.0
+    max_small_steps: int = 10
+    rollback_metric: str = "cross_entropy"
+    verify_tail: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("fallback_threshold", self.fallback_threshold, 0.0, 1.0, optional=True)
+        check_range("rollback_threshold", self.rollback_threshold, 0.0, optional=True)
+        check_int("max_small_steps", self.max_small_steps, 1)
+        check_choice("rollback_metric", self.rollback_metric, ROLLBACK_METRICS)
+        if not isinstance(self.verify_tail, bool):
+            raise invalid("verify_tail", self.verify_tail, "True or False")
+
+
+@dataclass(frozen=True)
+class SpeculativeParams(SamplingParams):
+    """``speculative``: the small model drafts ``window`` (gamma) tokens per large pass."""
+
+    window: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("window", self.window, 1)
+
+
+@dataclass(frozen=True)
+class OracleParams(SamplingParams):
+    """``oracle`` (paper Figure 2): replace y_S whenever ``p_L(y_S) < oracle_threshold``."""
+
+    oracle_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("oracle_threshold", self.oracle_threshold, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class HfAssistedParams(SamplingParams):
+    """``hf_assisted``: Hugging Face assisted generation, parameters passed through."""
+
+    num_assistant_tokens: int = 5
+    # "constant" keeps repeated calls independent: the heuristic schedules
+    # learn the window and write it back into the assistant's generation config.
+    num_assistant_tokens_schedule: str = "constant"
+    assistant_confidence_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("num_assistant_tokens", self.num_assistant_tokens, 1)
+        check_choice(
+            "num_assistant_tokens_schedule", self.num_assistant_tokens_schedule, ASSISTANT_SCHEDULES
+        )
+        check_range(
+            "assistant_confidence_threshold",
+            self.assistant_confidence_threshold,
+            0.0,
+            1.0,
+            optional=True,
+        )
+
+
+PARAMS_BY_METHOD: dict[str, type[SamplingParams]] = {
+    "large": AutoregressiveParams,
+    "small": AutoregressiveParams,
+    "bild": BildParams,
+    "speculative": SpeculativeParams,
+    "oracle": OracleParams,
+    "hf_assisted": HfAssistedParams,
+}
+METHODS = tuple(PARAMS_BY_METHOD)
+
+
+def parse_params(method: str, params: dict[str, Any]) -> SamplingParams:
+    """Build the method's parameter object, rejecting unknown names and bad values."""
+    check_choice("method", method, METHODS)
+    params_class = PARAMS_BY_METHOD[method]
+    accepted = [field.name for field in dataclasses.fields(params_class)]
+    for name in params:
+        if name not in accepted:
+            raise InvalidParameterError(
+                f"{name}={params[name]!r} is not a parameter of method {method!r}: "
+                f"accepted {', '.join(accepted)}"
+            )
+    return params_class(**params)

@@ -1,0 +1,99 @@
+"""What a generation call returns, and the bookkeeping every method shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from bild_exp.decoding.runner import DecoderRunner, TokenSequence
+
+
+@dataclass
+class GenerationResult:
+    """Output of :func:`bild_exp.decoding.generate` for one example.
+
+    tokens: generated tokens only (no decoder-start / prompt tokens), EOS included if produced.
+    from_large: per token, True where the kept token is the large model's prediction;
+        None for ``hf_assisted``, whose authorship Hugging Face does not expose.
+    stats: counters (see the README's table): n_small_calls, n_large_calls, n_fallbacks,
+        n_rollbacks, n_rolled_back_tokens, n_small_tokens, n_large_tokens,
+        accepted_lengths, and per-call shapes for cost models.
+    """
+
+    tokens: list[int]
+    from_large: list[bool] | None
+    stats: dict[str, Any]
+
+
+@dataclass
+class PolicyCounters:
+    """Decisions taken during one call (policies' side of the stats)."""
+
+    n_fallbacks: int = 0
+    n_rollbacks: int = 0
+    n_rolled_back_tokens: int = 0
+    n_forced_verifications: int = 0  # large passes triggered by max_small_steps
+    n_tail_verifications: int = 0  # large passes over the tail (verify_tail)
+    n_oracle_replacements: int = 0
+    accepted_lengths: list[int] = field(default_factory=list)
+
+
+def decoder_prefix(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """``(1, L)`` the decoder's first input: the decoder start token, or the prompt."""
+    if not model.config.is_encoder_decoder:
+        return input_ids
+    start = model.generation_config.decoder_start_token_id
+    if start is None:
+        start = model.config.decoder_start_token_id
+    if start is None:
+        raise ValueError(f"{type(model).__name__} has no decoder_start_token_id in its config")
+    return torch.tensor([[start]], dtype=torch.long, device=input_ids.device)
+
+
+def eos_token_ids(model: PreTrainedModel) -> frozenset[int]:
+    """The token ids that end a sequence for this model (possibly none)."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = model.config.eos_token_id
+    if eos is None:
+        return frozenset()
+    return frozenset([eos] if isinstance(eos, int) else eos)
+
+
+def start_sequence(
+    model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int
+) -> TokenSequence:
+    """A fresh sequence holding only the decoder prefix."""
+    return TokenSequence.start(
+        decoder_prefix(model, input_ids), max_new_tokens, eos_token_ids(model)
+    )
+
+
+def build_result(
+    sequence: TokenSequence,
+    large: DecoderRunner | None,
+    small: DecoderRunner | None,
+    counters: PolicyCounters | None = None,
+) -> GenerationResult:
+    """Assemble tokens, authorship and stats; counts come from the sequence and runners only."""
+    counters = counters or PolicyCounters()
+    n_large_tokens = sum(sequence.from_large)
+    stats: dict[str, Any] = {
+        "n_small_calls": small.n_calls if small else 0,
+        "n_large_calls": large.n_calls if large else 0,
+        "n_fallbacks": counters.n_fallbacks,
+        "n_rollbacks": counters.n_rollbacks,
+        "n_rolled_back_tokens": counters.n_rolled_back_tokens,
+        "n_small_tokens": len(sequence.tokens) - n_large_tokens,
+        "n_large_tokens": n_large_tokens,
+        "accepted_lengths": list(counters.accepted_lengths),
+        "n_forced_verifications": counters.n_forced_verifications,
+        "n_tail_verifications": counters.n_tail_verifications,
+        "n_oracle_replacements": counters.n_oracle_replacements,
+        "large_call_shapes": [(c.n_fed, c.n_cached_before) for c in large.calls] if large else [],
+        "small_call_shapes": [(c.n_fed, c.n_cached_before) for c in small.calls] if small else [],
+    }
+    return GenerationResult(list(sequence.tokens), list(sequence.from_large), stats)

@@ -1,0 +1,162 @@
+"""Per-example decoding state: the shared token sequence and each model's cached decoder.
+
+The sequence is the decoder's whole input: the prefix (decoder start token for
+encoder-decoders, the prompt for decoder-only models) followed by generated tokens.
+Each model keeps a Hugging Face ``Cache`` holding its first ``n_cached`` positions;
+feeding it means running the decoder on ``sequence[n_cached:]``; rollback means
+cropping the cache (:func:`crop_cache`, the one place that does it).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+from transformers.cache_utils import Cache
+
+
+def crop_cache(cache: Cache, keep_length: int) -> None:
+    """Crop a Hugging Face cache in place to its first ``keep_length`` positions.
+
+    transformers < 5.20 takes the final length (``crop(max_length)``); newer
+    releases take a negative count of positions to drop (``crop(tokens_to_remove)``).
+    """
+    n_remove = cache.get_seq_length() - keep_length
+    if n_remove <= 0:
+        return
+    if "tokens_to_remove" in inspect.signature(cache.crop).parameters:
+        cache.crop(-n_remove)
+    else:
+        cache.crop(keep_length)
+
+
+@dataclass
+class CallRecord:
+    """Shape of one decoder forward call (for cost models): tokens fed and positions cached before."""
+
+    n_fed: int
+    n_cached_before: int
+
+
+class DecoderRunner:
+    """One model's decoder for one example: runs its encoder once, then feeds new tokens.
+
+    With ``use_cache=False`` every call recomputes the whole sequence from scratch:
+    the slow reference the cached path is tested against.
+    """
+
+    def __init__(self, model: PreTrainedModel, input_ids: torch.Tensor, use_cache: bool = True):
+        self.model = model
+        self.use_cache = use_cache
+        self.is_seq2seq = bool(model.config.is_encoder_decoder)
+        self.encoder_outputs = model.get_encoder()(input_ids=input_ids) if self.is_seq2seq else None
+        self.cache: Cache | None = None
+        self.n_cached = 0
+        self.calls: list[CallRecord] = []
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        """Feed ``sequence[:, n_cached:]``; return logits ``(n_new, vocab)`` predicting each next position."""
+        n_total = sequence.shape[1]
+        self.calls.append(CallRecord(n_fed=n_total - self.n_cached, n_cached_before=self.n_cached))
+        if self.use_cache:
+            logits = self._run(sequence[:, self.n_cached :], self.cache)
+        else:
+            logits = self._run(sequence, None)[self.n_cached :]
+        self.n_cached = n_total
+        return logits
+
+    def _run(self, tokens: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+        if self.is_seq2seq:
+            out = self.model(
+                encoder_outputs=self.encoder_outputs,
+                decoder_input_ids=tokens,
+                past_key_values=cache,
+                use_cache=self.use_cache,
+            )
+        else:
+            out = self.model(input_ids=tokens, past_key_values=cache, use_cache=self.use_cache)
+        if self.use_cache:
+            self.cache = out.past_key_values
+        return out.logits[0]
+
+    def truncate(self, valid_length: int) -> None:
+        """Forget every position at or after ``valid_length`` (rollback or rejected drafts)."""
+        if valid_length >= self.n_cached:
+            return
+        if self.cache is not None:
+            crop_cache(self.cache, valid_length)
+        self.n_cached = valid_length
+
+    @property
+    def n_calls(self) -> int:
+        return len(self.calls)
+
+
+@dataclass
+class TokenSequence:
+    """The decoder input shared by both models, kept on the device, and who wrote each token."""
+
+    buffer: torch.Tensor  # (1, prefix_length + max_new_tokens + 1)
+    prefix_length: int
+    max_new_tokens: int
+    eos_token_ids: frozenset[int]
+    length: int = 0
+    tokens: list[int] = field(default_factory=list)
+    from_large: list[bool] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, prefix: torch.Tensor, max_new_tokens: int, eos_token_ids: frozenset[int]
+    ) -> TokenSequence:
+        prefix_length = prefix.shape[1]
+        buffer = prefix.new_zeros((1, prefix_length + max_new_tokens + 1))
+        buffer[:, :prefix_length] = prefix
+        return cls(buffer, prefix_length, max_new_tokens, eos_token_ids, length=prefix_length)
+
+    def view(self) -> torch.Tensor:
+        """``(1, length)`` the current decoder input (a view, no copy)."""
+        return self.buffer[:, : self.length]
+
+    def write(self, token: torch.Tensor) -> None:
+        """Append a token that is still on the device (drafts: no host sync)."""
+        self.buffer[0, self.length] = token
+        self.length += 1
+
+    def keep_written(self, token_ids: list[int], from_large: list[bool]) -> None:
+        """Keep tokens already written to the buffer after the kept ones (accepted drafts)."""
+        self.tokens.extend(token_ids)
+        self.from_large.extend(from_large)
+        self.length = self.prefix_length + len(self.tokens)
+
+    def append(self, token_id: int, from_large: bool) -> None:
+        """Append a token known on the host."""
+        self.buffer[0, self.length] = token_id
+        self.tokens.append(token_id)
+        self.from_large.append(from_large)
+        self.length += 1
+
+    def truncate(self, n_generated: int) -> None:
+        """Keep only the first ``n_generated`` generated tokens."""
+        del self.tokens[n_generated:]
+        del self.from_large[n_generated:]
+        self.length = self.prefix_length + n_generated
+
+    @property
+    def n_generated(self) -> int:
+        return self.length - self.prefix_length
+
+    @property
+    def done(self) -> bool:
+        ended = bool(self.tokens) and self.tokens[-1] in self.eos_token_ids
+        return ended or self.n_generated >= self.max_new_tokens
+
+    def clip_after_stop(self) -> None:
+        """Cut tokens after the first EOS and beyond ``max_new_tokens`` (multi-token appends)."""
+        for index, token in enumerate(self.tokens):
+            if token in self.eos_token_ids:
+                self.truncate(index + 1)
+                break
+        if self.n_generated > self.max_new_tokens:
+            self.truncate(self.max_new_tokens)

@@ -1,0 +1,108 @@
+"""Speculative decoding / sampling (Leviathan et al. 2023; Chen et al. 2023) with a fixed window.
+
+The small model drafts ``window`` (gamma) tokens, the large model scores them in
+one pass; greedy keeps the longest prefix that matches the large argmax plus one
+large token, sampling applies the ``min(1, p_L / p_S)`` rejection rule. Either
+way the output follows the large model exactly (greedy) or in distribution (sampling).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from bild_exp.decoding.params import SpeculativeParams
+from bild_exp.decoding.policies import greedy_acceptance, speculative_acceptance
+from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
+from bild_exp.decoding.runner import DecoderRunner, TokenSequence
+from bild_exp.decoding.sampling import Sampler
+
+
+def draft(
+    small: DecoderRunner, sequence: TokenSequence, gamma: int, sampler: Sampler
+) -> torch.Tensor | None:
+    """Write ``gamma`` small-model tokens to the sequence without a host sync.
+
+    Returns the ``(gamma, vocab)`` sampling distributions (None when greedy).
+    """
+    draft_probs = []
+    for _ in range(gamma):
+        logits = small.forward(sequence.view())[-1]
+        if sampler.greedy:
+            sequence.write(logits.argmax(-1))
+        else:
+            probs = sampler.sampling_probs(logits)
+            draft_probs.append(probs)
+            sequence.write(sampler.draw(probs))
+    return torch.stack(draft_probs) if draft_probs else None
+
+
+def verify(
+    large_logits: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    draft_probs: torch.Tensor | None,
+    sampler: Sampler,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Number of accepted drafts and the large model's next token.
+
+    Args:
+        large_logits: ``(gamma + 1, vocab)`` rows predicting each draft and the position after.
+        draft_tokens: ``(gamma,)``.
+        draft_probs: ``(gamma, vocab)`` when sampling, else None.
+    """
+    if draft_tokens.numel() == 0:
+        return torch.zeros((), dtype=torch.long, device=large_logits.device), sampler.choose(
+            large_logits[0]
+        )
+    if sampler.greedy:
+        large_tokens = large_logits.argmax(-1)
+        n_accepted = greedy_acceptance(draft_tokens, large_tokens)
+        return n_accepted, large_tokens[n_accepted]
+    p_large = sampler.sampling_probs(large_logits)
+    uniforms = sampler.uniforms(draft_tokens.shape[0], draft_tokens.device)
+    n_accepted, next_distribution = speculative_acceptance(
+        draft_tokens, draft_probs, p_large, uniforms
+    )
+    return n_accepted, sampler.draw(next_distribution)
+
+
+def decode_speculative(
+    large: PreTrainedModel,
+    small: PreTrainedModel,
+    input_ids: torch.Tensor,
+    *,
+    params: SpeculativeParams,
+    sampler: Sampler,
+    max_new_tokens: int,
+    use_cache: bool = True,
+) -> GenerationResult:
+    """Run speculative decoding on one example (batch size 1)."""
+    sequence = start_sequence(large, input_ids, max_new_tokens)
+    large_runner = DecoderRunner(large, input_ids, use_cache)
+    small_runner = DecoderRunner(small, input_ids, use_cache)
+    counters = PolicyCounters()
+    while not sequence.done:
+        n_kept = sequence.n_generated
+        # Never draft past max_new_tokens: the large pass adds one token after the window.
+        gamma = min(params.window, max_new_tokens - n_kept - 1)
+        # 1. Draft gamma tokens with the small model.
+        draft_probs = draft(small_runner, sequence, gamma, sampler)
+        draft_tokens = sequence.view()[0, sequence.length - gamma :]
+        # 2. One large pass over the drafts.
+        large_logits = large_runner.forward(sequence.view())[-(gamma + 1) :]
+        # 3. Accept a prefix and add the large model's token (one host sync).
+        n_accepted, next_token = verify(large_logits, draft_tokens, draft_probs, sampler)
+        synced = torch.cat([n_accepted.view(1), next_token.view(1), draft_tokens]).tolist()
+        n_accepted, next_token_id, drafted = synced[0], synced[1], synced[2:]
+        counters.accepted_lengths.append(n_accepted)
+        if n_accepted < gamma:
+            counters.n_rollbacks += 1
+            counters.n_rolled_back_tokens += gamma - n_accepted
+        sequence.truncate(n_kept)
+        sequence.keep_written(drafted[:n_accepted], [False] * n_accepted)
+        sequence.append(next_token_id, from_large=True)
+        sequence.clip_after_stop()
+        # 4. Crop both caches to the kept tokens.
+        large_runner.truncate(sequence.length - 1)
+        small_runner.truncate(sequence.length - 1)
+    return build_result(sequence, large_runner, small_runner, counters)

@@ -1,0 +1,127 @@
+"""Token-for-token exactness of every engine method against Hugging Face greedy decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bild_exp.decoding import generate
+from tests.tiny_models import FAMILIES, prompt, tiny_pair
+
+PROMPT_SEEDS = (0, 1, 2)
+MAX_NEW = 24
+
+
+def hf_greedy(model, input_ids: torch.Tensor) -> list[int]:
+    output = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=MAX_NEW,
+    )
+    n_prefix = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
+    return output[0, n_prefix:].tolist()
+
+
+def run(method: str, family: str, seed: int, **params):
+    large, small = tiny_pair(family)
+    return generate(
+        method,
+        large=large,
+        small=small,
+        input_ids=prompt(family, seed),
+        max_new_tokens=MAX_NEW,
+        **params,
+    )
+
+
+@pytest.fixture(scope="module", params=[(f, s) for f in FAMILIES for s in PROMPT_SEEDS], ids=str)
+def case(request):
+    family, seed = request.param
+    large, small = tiny_pair(family)
+    ids = prompt(family, seed)
+    return family, seed, hf_greedy(large, ids), hf_greedy(small, ids)
+
+
+def test_large_and_small_match_hf_generate(case):
+    family, seed, large_greedy, small_greedy = case
+    assert run("large", family, seed).tokens == large_greedy
+    assert run("small", family, seed).tokens == small_greedy
+
+
+def test_bild_that_never_falls_back_is_the_small_model(case):
+    family, seed, _, small_greedy = case
+    res = run(
+        "bild", family, seed, fallback_threshold=0.0, rollback_threshold=None, max_small_steps=10**9
+    )
+    assert res.tokens == small_greedy
+    assert res.stats["n_large_calls"] == 0
+    assert not any(res.from_large)
+
+
+def test_bild_that_always_falls_back_is_the_large_model(case):
+    family, seed, large_greedy, _ = case
+    res = run("bild", family, seed, fallback_threshold=1.0, rollback_threshold=3.0)
+    assert res.tokens == large_greedy
+    assert res.stats["n_small_tokens"] == 0
+    assert all(res.from_large)
+
+
+@pytest.mark.parametrize("fallback_threshold", [0.0, 0.3, 0.6, 0.9, 1.0, None])
+@pytest.mark.parametrize("max_small_steps", [1, 4, 10])
+def test_bild_with_zero_rollback_threshold_is_lossless(case, fallback_threshold, max_small_steps):
+    family, seed, large_greedy, _ = case
+    res = run(
+        "bild",
+        family,
+        seed,
+        fallback_threshold=fallback_threshold,
+        rollback_threshold=0.0,
+        max_small_steps=max_small_steps,
+        verify_tail=True,
+    )
+    assert res.tokens == large_greedy
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 5, 10])
+def test_speculative_greedy_is_the_large_model(case, window):
+    family, seed, large_greedy, _ = case
+    assert run("speculative", family, seed, window=window).tokens == large_greedy
+
+
+def test_oracle_extremes(case):
+    family, seed, large_greedy, small_greedy = case
+    never = run("oracle", family, seed, oracle_threshold=0.0)
+    assert never.tokens == small_greedy and never.stats["oracle_replaced_fraction"] == 0.0
+    # p_L(y_S) < 1 holds everywhere, so every token is the large model's: its greedy output.
+    always = run("oracle", family, seed, oracle_threshold=1.0)
+    assert always.tokens == large_greedy and always.stats["oracle_replaced_fraction"] == 1.0
+
+
+@pytest.mark.parametrize("family", ["t5", "gpt2"])
+def test_hf_assisted_greedy_is_the_large_model(family):
+    large, small = tiny_pair(family)
+    ids = prompt(family, 0)
+    res = generate("hf_assisted", large=large, small=small, input_ids=ids, max_new_tokens=MAX_NEW)
+    assert res.tokens == hf_greedy(large, ids)
+    assert res.from_large is None
+    assert res.stats["n_large_calls"] >= 1 and res.stats["n_small_calls"] >= 1
+
+
+def test_hf_assisted_heuristic_schedule_leaves_no_state_behind():
+    large, small = tiny_pair("t5")
+    before = small.generation_config.to_dict()
+    calls = [
+        generate(
+            "hf_assisted",
+            large=large,
+            small=small,
+            input_ids=prompt("t5", 1),
+            max_new_tokens=MAX_NEW,
+            num_assistant_tokens_schedule="heuristic",
+        ).stats
+        for _ in range(2)
+    ]
+    assert calls[0] == calls[1]
+    assert small.generation_config.to_dict() == before

@@ -1,0 +1,172 @@
+"""Tiny random models of several families, built from configs, in float64.
+
+float64 keeps argmax ties between a one-token step and a multi-token pass from
+flipping, so exactness tests compare real algorithmic equality, not rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+VOCAB_SIZE = 64
+EOS = 1
+FAMILIES = ("t5", "bart", "gpt2", "llama")
+
+
+def _t5(layers: int, width: int) -> PreTrainedModel:
+    config = T5Config(
+        vocab_size=VOCAB_SIZE,
+        d_model=width,
+        d_kv=8,
+        d_ff=2 * width,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=EOS,
+        tie_word_embeddings=False,
+    )
+    return T5ForConditionalGeneration(config)
+
+
+def _bart(layers: int, width: int) -> PreTrainedModel:
+    config = BartConfig(
+        vocab_size=VOCAB_SIZE,
+        d_model=width,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=2 * width,
+        decoder_ffn_dim=2 * width,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=EOS,
+        decoder_start_token_id=2,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    return BartForConditionalGeneration(config)
+
+
+def _gpt2(layers: int, width: int) -> PreTrainedModel:
+    config = GPT2Config(
+        vocab_size=VOCAB_SIZE,
+        n_embd=width,
+        n_layer=layers,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=2,
+        eos_token_id=EOS,
+        tie_word_embeddings=False,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def _llama(layers: int, width: int) -> PreTrainedModel:
+    config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=2,
+        eos_token_id=EOS,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+BUILDERS = {"t5": _t5, "bart": _bart, "gpt2": _gpt2, "llama": _llama}
+SEPARATOR = 2  # between prompt and continuation for decoder-only models
+# The synthetic task's next-token map over the non-special tokens 3..VOCAB_SIZE-1.
+CHAIN = torch.cat(
+    [
+        torch.arange(3),
+        3 + torch.randperm(VOCAB_SIZE - 3, generator=torch.Generator().manual_seed(7)),
+    ]
+)
+
+
+def tiny_model(family: str, seed: int, layers: int, width: int) -> PreTrainedModel:
+    """A random float64 model of ``family`` (not trained)."""
+    torch.manual_seed(seed)
+    model = BUILDERS[family](layers, width).double().eval()
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def synthetic_batch(
+    batch_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sources of 5-10 random tokens; the target starts from the source's first token and
+    follows a fixed permutation chain for as many tokens as the source has, then EOS."""
+    length = int(torch.randint(5, 11, (1,), generator=generator))
+    source = torch.randint(3, VOCAB_SIZE, (batch_size, length), generator=generator)
+    chain = [CHAIN[source[:, 0]]]
+    for _ in range(length - 1):
+        chain.append(CHAIN[chain[-1]])
+    target = torch.cat([torch.stack(chain, dim=1), torch.full((batch_size, 1), EOS)], dim=1)
+    return source, target
+
+
+def train_briefly(model: PreTrainedModel, steps: int, seed: int) -> PreTrainedModel:
+    """Fit the synthetic task for a few steps so greedy outputs are varied, not degenerate."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        source, target = synthetic_batch(32, generator)
+        if model.config.is_encoder_decoder:
+            loss = model(input_ids=source, labels=target).loss
+        else:
+            separator = torch.full((source.shape[0], 1), SEPARATOR)
+            sequence = torch.cat([source, separator, target], dim=1)
+            labels = sequence.clone()
+            labels[:, : source.shape[1] + 1] = -100
+            loss = model(input_ids=sequence, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+@functools.cache
+def _trained_pair(family: str, seed: int) -> tuple[PreTrainedModel, PreTrainedModel]:
+    large = train_briefly(tiny_model(family, 1000 + seed, layers=2, width=64), 150, seed)
+    small = train_briefly(tiny_model(family, 2000 + seed, layers=1, width=32), 60, seed)
+    return large, small
+
+
+def tiny_pair(family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedModel]:
+    """(large, small) of one family, briefly trained on one synthetic task so they
+    partly agree: a 2-layer width-64 model and a less trained 1-layer width-32 one."""
+    return _trained_pair(family, seed)
+
+
+def prompt(family: str, seed: int, length: int = 7) -> torch.Tensor:
+    """A ``(1, L)`` input of the synthetic task (decoder-only prompts end with the separator)."""
+    generator = torch.Generator().manual_seed(seed)
+    source = torch.randint(3, VOCAB_SIZE, (1, length), generator=generator)
+    if family in ("gpt2", "llama"):
+        source = torch.cat([source, torch.tensor([[SEPARATOR]])], dim=1)
+    return source
