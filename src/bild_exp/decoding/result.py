@@ -47,7 +47,7 @@ def decoder_prefix(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Ten
         return input_ids
     start = model.generation_config.decoder_start_token_id
     if start is None:
-        start = model.config.decoder_start_token_id
+        start = getattr(model.config, "decoder_start_token_id", None)
     if start is None:
         raise ValueError(f"{type(model).__name__} has no decoder_start_token_id in its config")
     return torch.tensor([[start]], dtype=torch.long, device=input_ids.device)
@@ -57,7 +57,7 @@ def eos_token_ids(model: PreTrainedModel) -> frozenset[int]:
     """The token ids that end a sequence for this model (possibly none)."""
     eos = model.generation_config.eos_token_id
     if eos is None:
-        eos = model.config.eos_token_id
+        eos = getattr(model.config, "eos_token_id", None)
     if eos is None:
         return frozenset()
     return frozenset([eos] if isinstance(eos, int) else eos)
