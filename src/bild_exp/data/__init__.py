@@ -1,0 +1,1 @@
+"""Datasets: the shipped German-English demo corpus and loaders for every task."""

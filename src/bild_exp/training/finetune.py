@@ -1,0 +1,111 @@
+"""Fine-tuning a seq2seq model on (source, target) pairs with Hugging Face's Seq2SeqTrainer.
+
+Checkpoints go to ``output_dir/checkpoint-*`` and a run resumes from the newest one;
+the final model and tokenizer go to ``output_dir/final``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    DataCollatorForSeq2Seq,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A seq2seq model from a checkpoint (``init: pretrained``) or a config (``init: scratch``)."""
+    init = model_cfg.get("init", "pretrained")
+    if init == "pretrained":
+        return AutoModelForSeq2SeqLM.from_pretrained(model_cfg["name_or_path"])
+    if init != "scratch":
+        raise ValueError(f"model.init={init!r} is invalid: accepted pretrained, scratch")
+    architecture = dict(model_cfg["architecture"])
+    model_type = architecture.pop("model_type")
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **architecture,
+    )
+    torch.manual_seed(model_cfg.get("seed", 0))
+    return AutoModelForSeq2SeqLM.from_config(config)
+
+
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    sources: Sequence[str],
+    targets: Sequence[str],
+    max_source_length: int,
+    max_target_length: int,
+):
+    """A ``datasets.Dataset`` with input_ids, attention_mask and labels."""
+    import datasets
+
+    raw = datasets.Dataset.from_dict({"source": list(sources), "target": list(targets)})
+
+    def encode(batch: dict[str, list[str]]) -> dict[str, Any]:
+        features = tokenizer(batch["source"], max_length=max_source_length, truncation=True)
+        features["labels"] = tokenizer(
+            text_target=batch["target"], max_length=max_target_length, truncation=True
+        )["input_ids"]
+        return features
+
+    return raw.map(encode, batched=True, remove_columns=["source", "target"])
+
+
+def finetune(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset,
+    eval_dataset,
+    output_dir: Path,
+    trainer_args: dict[str, Any],
+    report_to: str = "none",
+) -> Path:
+    """Train with Seq2SeqTrainer, resuming from the newest checkpoint; return ``output_dir/final``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    args = Seq2SeqTrainingArguments(output_dir=str(output_dir), report_to=report_to, **trainer_args)
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        processing_class=tokenizer,
+    )
+    last_checkpoint = get_last_checkpoint(str(output_dir))
+    if last_checkpoint:
+        log.info("resuming from %s", last_checkpoint)
+    trainer.train(resume_from_checkpoint=last_checkpoint)
+    final_dir = output_dir / "final"
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(final_dir)
+    if eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.save_metrics("eval", metrics)
+    return final_dir
+
+
+def export_model(source_dir: Path, target_dir: Path, dtype: str = "bfloat16") -> None:
+    """Save a trained model and its tokenizer as compact safetensors (for shipping)."""
+    from transformers import AutoTokenizer
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(source_dir)
+    model.to(getattr(torch, dtype)).save_pretrained(target_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source_dir).save_pretrained(target_dir)
