@@ -61,10 +61,13 @@ def clean(text: str) -> str:
     return SPACES.sub(" ", ANNOTATION.sub("", text)).strip()
 
 
+def has_sentence_length(text: str) -> bool:
+    return MIN_WORDS <= len(text.split()) <= MAX_WORDS
+
+
 def is_sentence(text: str) -> bool:
     """A full sentence: MIN_WORDS to MAX_WORDS words, ending in . ? or !."""
-    n_words = len(text.split())
-    return MIN_WORDS <= n_words <= MAX_WORDS and text[-1:] in ".?!"
+    return has_sentence_length(text) and text[-1:] in ".?!"
 
 
 def parse_ding(lines: Iterable[str]) -> Iterator[Pair]:
@@ -130,13 +133,8 @@ def parse_libreoffice_help(help_root: Path) -> Iterator[Pair]:
         for par_id in sorted(german.keys() & english.keys()):
             de, en = german[par_id], english[par_id]
             # Identical text is untranslated (names, code): not a translation pair.
-            if (
-                de != en
-                and MIN_WORDS <= len(de.split()) <= MAX_WORDS
-                and len(en.split()) >= MIN_WORDS
-            ):
-                if len(en.split()) <= MAX_WORDS:
-                    yield Pair(de, en, "libreoffice-help")
+            if de != en and has_sentence_length(de) and has_sentence_length(en):
+                yield Pair(de, en, "libreoffice-help")
 
 
 def deduplicate(pairs: Iterable[Pair]) -> list[Pair]:
