@@ -1,0 +1,133 @@
+"""Running planned configurations over examples with honest timing.
+
+Per example only ``generate`` is timed (tokenisation, decoding to text and scoring are
+outside), the device is synchronised around it, and each configuration first decodes
+``warmup`` examples untimed. Records are flushed every few examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bild_exp.data.tasks import Example
+from bild_exp.decoding import generate
+from bild_exp.harness.models import LoadedPair
+from bild_exp.harness.plan import RunConfig
+from bild_exp.harness.store import RecordStore
+from bild_exp.timing import timed
+
+FLUSH_EVERY = 8
+STAT_COLUMNS = (
+    "n_small_calls",
+    "n_large_calls",
+    "n_fallbacks",
+    "n_rollbacks",
+    "n_rolled_back_tokens",
+    "n_small_tokens",
+    "n_large_tokens",
+    "n_forced_verifications",
+    "n_tail_verifications",
+    "n_oracle_replacements",
+)
+LIST_STAT_COLUMNS = ("accepted_lengths", "large_call_shapes", "small_call_shapes")
+
+
+@dataclass
+class EncodedExample:
+    example: Example
+    input_ids: torch.Tensor
+    n_source_tokens: int
+    truncated: bool
+
+
+def encode(
+    examples: list[Example], tokenizer: Any, max_source_length: int, device: torch.device
+) -> list[EncodedExample]:
+    """Tokenise once, outside any timed region; count truncations."""
+    encoded = []
+    for example in examples:
+        full = tokenizer(example.source, return_tensors="pt")["input_ids"]
+        ids = full[:, :max_source_length]
+        if ids.shape[1] < full.shape[1] and tokenizer.eos_token_id is not None:
+            ids[0, -1] = tokenizer.eos_token_id  # keep the end marker the models were trained with
+        encoded.append(
+            EncodedExample(example, ids.to(device), full.shape[1], ids.shape[1] < full.shape[1])
+        )
+    return encoded
+
+
+def decode_once(run: RunConfig, pair: LoadedPair, input_ids: torch.Tensor, max_new_tokens: int):
+    small = None if run.method == "large" else pair.smalls[run.small_variant]
+    large = None if run.method == "small" else pair.large
+    return generate(
+        run.method,
+        large=large,
+        small=small,
+        input_ids=input_ids,
+        max_new_tokens=max_new_tokens,
+        **run.params,
+    )
+
+
+def record(
+    run: RunConfig, item: EncodedExample, result: Any, seconds: float, hypothesis: str
+) -> dict[str, Any]:
+    stats = result.stats
+    row = {
+        **run.columns(),
+        "example_id": item.example.id,
+        "source": item.example.source,
+        "reference": item.example.target,
+        "hypothesis": hypothesis,
+        "latency_s": seconds,
+        "n_tokens": len(result.tokens),
+        "n_source_tokens": item.n_source_tokens,
+        "source_truncated": item.truncated,
+        "tokens": list(result.tokens),
+        "from_large": None if result.from_large is None else list(result.from_large),
+    }
+    row.update({name: stats.get(name) for name in STAT_COLUMNS})
+    for name in LIST_STAT_COLUMNS:
+        value = stats.get(name)
+        row[name] = (
+            None if value is None else [list(v) if isinstance(v, tuple) else v for v in value]
+        )
+    return row
+
+
+def execute_run(
+    run: RunConfig,
+    items: list[EncodedExample],
+    pair: LoadedPair,
+    store: RecordStore,
+    context: dict[str, Any],
+    max_new_tokens: int,
+    warmup: int,
+    on_example: Callable[[], None] = lambda: None,
+) -> int:
+    """Decode every example of ``items`` not yet in ``store``; return how many were decoded."""
+    done = store.done_keys()
+    todo = [item for item in items if (run.config_id, item.example.id) not in done]
+    for _ in range(len(items) - len(todo)):
+        on_example()
+    if not todo:
+        return 0
+    for item in items[:warmup]:
+        decode_once(run, pair, item.input_ids, max_new_tokens)
+    buffer = []
+    for item in todo:
+        result, seconds = timed(
+            lambda item=item: decode_once(run, pair, item.input_ids, max_new_tokens), pair.device
+        )
+        hypothesis = pair.tokenizer.decode(result.tokens, skip_special_tokens=True).strip()
+        buffer.append({**context, **record(run, item, result, seconds, hypothesis)})
+        on_example()
+        if len(buffer) >= FLUSH_EVERY:
+            store.append(buffer)
+            buffer = []
+    store.append(buffer)
+    return len(todo)

@@ -1,0 +1,60 @@
+"""Provenance of a results folder: code version, libraries, device, config, data."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "sacrebleu",
+    "rouge-score",
+    "hydra-core",
+    "wandb",
+    "pandas",
+)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_manifest(
+    cfg: DictConfig,
+    examples: list,
+    items: list,
+    n_empty_sources: int,
+    device: dict[str, Any],
+    dataset_fingerprint: str,
+) -> dict[str, Any]:
+    return {
+        "git_commit": git_commit(),
+        "libraries": library_versions(),
+        "device": device,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "dataset_fingerprint": dataset_fingerprint,
+        "n_examples": len(examples),
+        "n_empty_sources_skipped": n_empty_sources,
+        "n_truncated_sources": sum(item.truncated for item in items),
+    }

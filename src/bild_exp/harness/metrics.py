@@ -1,0 +1,62 @@
+"""Quality metrics through sacrebleu and rouge-score only (no hand-written n-gram code).
+
+- BLEU: sacrebleu corpus BLEU (default 13a tokenisation) over the whole set, on
+  detokenised, stripped text.
+- ROUGE: rouge-score's ROUGE-L F1 averaged over examples, and ROUGE-Lsum with one
+  sentence per line (the paper's CNN/DM "ROUGE-L" matches ROUGE-Lsum). NLTK's punkt data
+  cannot be downloaded offline, so sentences are split with a regular expression.
+- Stemming (Porter, inside rouge-score) is ``scoring.rouge_stemmer``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import sacrebleu
+from rouge_score import rouge_scorer
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> str:
+    """One sentence per line, for ROUGE-Lsum (existing newlines are kept)."""
+    lines = [SENTENCE_END.sub("\n", line.strip()) for line in text.strip().splitlines()]
+    return "\n".join(line for line in lines if line)
+
+
+def corpus_bleu(
+    hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a"
+) -> float:
+    hypotheses = [h.strip() for h in hypotheses]
+    references = [r.strip() for r in references]
+    return sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize).score
+
+
+def rouge(
+    hypotheses: Sequence[str], references: Sequence[str], use_stemmer: bool = True
+) -> dict[str, float]:
+    """Mean ROUGE-L and ROUGE-Lsum F1, in percent."""
+    scorer = rouge_scorer.RougeScorer(["rougeL", "rougeLsum"], use_stemmer=use_stemmer)
+    totals = {"rougeL": 0.0, "rougeLsum": 0.0}
+    for hypothesis, reference in zip(hypotheses, references, strict=True):
+        scores = scorer.score(split_sentences(reference), split_sentences(hypothesis))
+        for name in totals:
+            totals[name] += scores[name].fmeasure
+    n = max(len(hypotheses), 1)
+    return {name: 100 * total / n for name, total in totals.items()}
+
+
+def score(
+    metric: str,
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    bleu_tokenize: str = "13a",
+    rouge_stemmer: bool = True,
+) -> dict[str, float]:
+    """All scores of the task's metric family."""
+    if metric == "bleu":
+        return {"bleu": corpus_bleu(hypotheses, references, bleu_tokenize)}
+    if metric == "rouge":
+        return rouge(hypotheses, references, rouge_stemmer)
+    raise ValueError(f"metric={metric!r} is invalid: accepted bleu, rouge")

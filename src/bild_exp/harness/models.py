@@ -1,0 +1,81 @@
+"""Loading a model pair (and its tokenizer) from Hub ids, local folders or the package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from bild_exp.data.tasks import resolve_path
+from bild_exp.decoding import check_pair
+from bild_exp.decoding.params import InvalidParameterError
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class ModelLoadError(OSError):
+    """A checkpoint cannot be loaded (not cached while offline, missing folder, ...)."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def checkpoint_location(name_or_path: str) -> str:
+    path = resolve_path(name_or_path)
+    return str(path) if path.exists() else name_or_path
+
+
+def load_checkpoint(loader: Any, name: str, name_or_path: str, **kwargs: Any) -> Any:
+    location = checkpoint_location(name_or_path)
+    try:
+        return loader.from_pretrained(location, **kwargs)
+    except OSError as error:
+        raise ModelLoadError(
+            f"pair.{name}={name_or_path!r} could not be loaded ({str(error).splitlines()[0][:160]}): "
+            "accepted a local folder, a package:// path, or a Hub id that is cached "
+            "(download it once with network access; HF_HUB_OFFLINE=1 forbids downloads)"
+        ) from None
+
+
+@dataclass
+class LoadedPair:
+    tokenizer: PreTrainedTokenizerBase
+    large: PreTrainedModel | None
+    smalls: dict[str, PreTrainedModel] = field(default_factory=dict)  # variant -> model
+    device: torch.device = torch.device("cpu")
+
+
+def load_pair(pair_cfg: Any, variants: list[str], need_large: bool = True) -> LoadedPair:
+    """Tokenizer, large model and the requested small variants, in eval mode on the device."""
+    if pair_cfg.dtype not in DTYPES:
+        raise InvalidParameterError(
+            f"pair.dtype={pair_cfg.dtype!r} is invalid: accepted {', '.join(DTYPES)}"
+        )
+    device = resolve_device(pair_cfg.device)
+    dtype = getattr(torch, pair_cfg.dtype)
+    loader = AutoModelForSeq2SeqLM if pair_cfg.architecture == "seq2seq" else AutoModelForCausalLM
+    tokenizer = load_checkpoint(AutoTokenizer, "tokenizer", pair_cfg.tokenizer)
+
+    def load(name: str) -> PreTrainedModel:
+        model = load_checkpoint(loader, name, pair_cfg[name], dtype=dtype)
+        return model.to(device).eval()
+
+    large = load("large") if need_large else None
+    smalls = {
+        variant: load("small" if variant == "base" else "small_aligned") for variant in variants
+    }
+    for small in smalls.values():
+        if large is not None:
+            check_pair(large, small, pair_cfg.architecture)
+    return LoadedPair(tokenizer=tokenizer, large=large, smalls=smalls, device=device)

@@ -1,0 +1,140 @@
+"""From a composed sweep config to the list of runs (pure: no model, no data loaded).
+
+A *study* (``conf/method/*.yaml``) names an engine method, fixed parameters and the
+grid axes it sweeps; a :class:`RunConfig` is one point: method, all parameters, the
+small model variant and the seed. Every point is validated by the engine's own
+parameter checks here, before anything loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from bild_exp.decoding.params import InvalidParameterError, parse_params
+
+BASELINE_METHODS = ("large", "small")
+SMALL_VARIANTS = ("base", "aligned")
+GRID_AXES = (
+    "fallback_threshold",
+    "rollback_threshold",
+    "window",
+    "oracle_threshold",
+    "num_assistant_tokens",
+)
+# Parameters that are the same for every example of a run and identify it in result rows.
+PARAM_COLUMNS = (
+    "fallback_threshold",
+    "rollback_threshold",
+    "max_small_steps",
+    "rollback_metric",
+    "verify_tail",
+    "window",
+    "oracle_threshold",
+    "num_assistant_tokens",
+    "num_assistant_tokens_schedule",
+    "assistant_confidence_threshold",
+    "sampling",
+    "top_p",
+    "temperature",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One decoding configuration: evaluated on every example of the data slice."""
+
+    study: str  # the method preset's name, e.g. "bild_no_rollback"
+    method: str  # the engine method, e.g. "bild"
+    small_variant: str  # "base" or "aligned" ("-" for the large baseline)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_id(self) -> str:
+        """A short stable hash of everything that defines this configuration."""
+        key = json.dumps([self.study, self.method, self.small_variant, self.params], sort_keys=True)
+        return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.study in BASELINE_METHODS
+
+    def columns(self) -> dict[str, Any]:
+        """The configuration as result-row columns (every parameter column present)."""
+        row = {"config_id": self.config_id, "study": self.study, "method": self.method}
+        row["small_variant"] = self.small_variant
+        row.update({name: self.params.get(name) for name in PARAM_COLUMNS})
+        return row
+
+
+def sampling_params(cfg: DictConfig, seed: int) -> dict[str, Any]:
+    if cfg.sampling == "greedy":
+        return {"sampling": "greedy"}
+    return {
+        "sampling": cfg.sampling,
+        "top_p": cfg.grid.top_p,
+        "temperature": cfg.temperature,
+        "seed": seed,
+    }
+
+
+def grid_points(study: DictConfig, grid: DictConfig) -> list[dict[str, Any]]:
+    """The Cartesian product of the grid axes the study sweeps."""
+    axes = list(study.get("sweep") or [])
+    for axis in axes:
+        if axis not in GRID_AXES:
+            raise InvalidParameterError(
+                f"sweep axis={axis!r} is invalid: accepted {', '.join(GRID_AXES)}"
+            )
+    values = []
+    for axis in axes:
+        axis_values = grid.get(axis)
+        axis_values = [axis_values] if not OmegaConf.is_list(axis_values) else list(axis_values)
+        if not axis_values:
+            raise InvalidParameterError(f"grid.{axis}=[] is invalid: accepted a non-empty list")
+        values.append(axis_values)
+    return [dict(zip(axes, combination, strict=True)) for combination in itertools.product(*values)]
+
+
+def small_variants(cfg: DictConfig) -> list[str]:
+    variants = list(cfg.pair.get("small_variants") or ["base"])
+    for variant in variants:
+        if variant not in SMALL_VARIANTS:
+            raise InvalidParameterError(
+                f"pair.small_variants entry={variant!r} is invalid: accepted {', '.join(SMALL_VARIANTS)}"
+            )
+        if variant == "aligned" and not cfg.pair.get("small_aligned"):
+            raise InvalidParameterError(
+                f"pair.small_variants includes 'aligned' but pair.small_aligned=None for pair {cfg.pair.name!r}: "
+                "accepted a checkpoint id or folder"
+            )
+    return variants
+
+
+def plan_runs(cfg: DictConfig) -> list[RunConfig]:
+    """Every configuration the sweep evaluates; the large baseline is always included."""
+    seeds = list(cfg.seeds) if cfg.sampling != "greedy" else [0]
+    runs: list[RunConfig] = []
+    studies = dict(cfg.method)
+    if "large" not in studies:  # speedups are relative to vanilla large: always measure it
+        studies = {
+            "large": OmegaConf.create({"method": "large", "params": {}, "sweep": []}),
+            **studies,
+        }
+    for study_name, study in studies.items():
+        variants = ["-"] if study.method == "large" else small_variants(cfg)
+        params_node = study.get("params")
+        fixed = OmegaConf.to_container(params_node, resolve=True) if params_node is not None else {}
+        for variant, point, seed in itertools.product(
+            variants, grid_points(study, cfg.grid), seeds
+        ):
+            params = {**fixed, **point, **sampling_params(cfg, seed)}
+            parse_params(study.method, params)  # the engine's validation, before any model loads
+            runs.append(RunConfig(study_name, study.method, variant, params))
+    return runs

@@ -1,0 +1,51 @@
+"""One W&B run per sweep: resolved config, per-config summary metrics, the summary as a
+``wandb.Table``, the Pareto plot, and the records as an artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from bild_exp.wandb_setup import resolve_mode
+
+
+def log_sweep(
+    cfg: DictConfig, run_dir: Path, summary: pd.DataFrame, figures: list[Path]
+) -> str | None:
+    """Log to W&B in the configured mode; return the local W&B run folder (None when disabled)."""
+    mode = resolve_mode(cfg.logger)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    run = wandb.init(
+        project=cfg.logger.get("project") or "bild-exp",
+        entity=cfg.logger.get("entity"),
+        mode=mode,
+        dir=str(run_dir),
+        name=f"{cfg.experiment}/{run_dir.name}",
+        tags=list(cfg.logger.get("tags") or []),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        settings=wandb.Settings(init_timeout=60, silent=True),
+    )
+    try:
+        for _, row in summary.iterrows():
+            prefix = f"{row['family']}/{row['config_id']}"
+            metrics = {
+                k: row[k]
+                for k in ("speedup", "normalized_latency", "mean_latency_s")
+                if pd.notna(row[k])
+            }
+            run.summary.update({f"{prefix}/{k}": v for k, v in metrics.items()})
+        run.log({"summary": wandb.Table(dataframe=summary.astype(str))})
+        for figure in figures:
+            if figure.suffix == ".png":
+                run.log({figure.stem: wandb.Image(str(figure))})
+        artifact = wandb.Artifact(name=f"records-{run_dir.name}", type="records")
+        artifact.add_dir(str(run_dir / "parts"))
+        run.log_artifact(artifact)
+        return run.dir
+    finally:
+        run.finish()

@@ -1,0 +1,114 @@
+"""Paper-style figures from summary rows (matplotlib, PNG and PDF).
+
+- :func:`pareto_figure`: Figure 4 (quality vs normalised latency; vanilla large marked X,
+  horizontal lines at vanilla quality and one point below; one curve per method family,
+  e.g. unaligned vs aligned BiLD). Ablations (Figure 5) are the same plot over the
+  ablation families.
+- :func:`threshold_map`: Figure 10 (quality and speedup over alpha_FB x alpha_RB).
+- :func:`oracle_curve`: Figure 2 (quality vs fraction of tokens the large model replaced).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+FAMILY_LABELS = {
+    "bild/base": "BiLD (unaligned)",
+    "bild/aligned": "BiLD (aligned)",
+    "bild_no_rollback/base": "BiLD, no rollback",
+    "bild_no_fallback/base": "BiLD, no fallback",
+    "speculative/base": "speculative",
+    "hf_assisted/base": "HF assisted",
+    "small/base": "vanilla small",
+    "small/aligned": "vanilla small (aligned)",
+}
+
+
+def save(figure: plt.Figure, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    return paths
+
+
+def pareto_figure(
+    summary: pd.DataFrame,
+    quality: str,
+    stem: Path,
+    title: str = "",
+    families: list[str] | None = None,
+) -> list[Path]:
+    """Quality vs latency normalised to vanilla large; frontier lines per family."""
+    figure, axis = plt.subplots(figsize=(6, 4.2))
+    large = summary[summary["method"] == "large"]
+    others = summary[(summary["method"] != "large") & summary["normalized_latency"].notna()]
+    for family, group in others.groupby("family"):
+        if families and family not in families:
+            continue
+        label = FAMILY_LABELS.get(family, family)
+        points = axis.scatter(
+            group["normalized_latency"], group[quality], s=18, alpha=0.5, label=label
+        )
+        frontier = group[group["pareto"]].sort_values("normalized_latency")
+        axis.plot(
+            frontier["normalized_latency"],
+            frontier[quality],
+            color=points.get_facecolor()[0],
+            lw=1.5,
+        )
+    if not large.empty:
+        vanilla = large[quality].iloc[0]
+        axis.scatter(
+            [1.0], [vanilla], marker="x", s=80, color="black", label="vanilla large", zorder=5
+        )
+        axis.axhline(vanilla, color="gray", ls="--", lw=0.8)
+        axis.axhline(vanilla - 1, color="gray", ls=":", lw=0.8, label="vanilla - 1")
+    axis.set_xlabel("latency normalised to vanilla large")
+    axis.set_ylabel(quality)
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    return save(figure, stem)
+
+
+def threshold_map(
+    summary: pd.DataFrame, quality: str, stem: Path, family: str = "bild/base"
+) -> list[Path]:
+    """Quality and speedup over the (fallback, rollback) threshold grid of one family."""
+    group = summary[summary["family"] == family]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, value in zip(axes, (quality, "speedup"), strict=True):
+        grid = group.pivot_table(
+            index="rollback_threshold", columns="fallback_threshold", values=value
+        )
+        image = axis.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis")
+        axis.set_xticks(range(len(grid.columns)), [f"{c:g}" for c in grid.columns])
+        axis.set_yticks(range(len(grid.index)), [f"{r:g}" for r in grid.index])
+        axis.set_xlabel("fallback threshold")
+        axis.set_ylabel("rollback threshold")
+        axis.set_title(f"{value} ({FAMILY_LABELS.get(family, family)})")
+        figure.colorbar(image, ax=axis)
+    return save(figure, stem)
+
+
+def oracle_curve(summary: pd.DataFrame, quality: str, stem: Path) -> list[Path]:
+    """Quality vs the percentage of tokens the large model replaced (oracle study)."""
+    group = summary[summary["method"] == "oracle"].sort_values("oracle_threshold")
+    figure, axis = plt.subplots(figsize=(5, 4))
+    replaced = 100 * group["n_oracle_replacements"] / group["n_tokens"]
+    axis.plot(replaced, group[quality], marker="o")
+    large = summary[summary["method"] == "large"]
+    if not large.empty:
+        axis.axhline(large[quality].iloc[0], color="gray", ls="--", lw=0.8, label="vanilla large")
+        axis.legend(fontsize=7)
+    axis.set_xlabel("% tokens replaced by the large model")
+    axis.set_ylabel(quality)
+    return save(figure, stem)

@@ -1,0 +1,54 @@
+"""``python -m bild_exp.sweep``: threshold sweeps with timing, scoring and resumable results.
+
+    python -m bild_exp.sweep                      # the offline demo task
+    python -m bild_exp.sweep +task=xsum data.limit=100
+    python -m bild_exp.sweep +task=iwslt17 method=speculative grid.window=[3,5,10]
+
+Tests call :func:`run` with a config built by ``compose``.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bild_exp.harness.pipeline import SweepOutcome, print_plan, run_sweep
+from bild_exp.harness.plan import plan_runs
+
+log = logging.getLogger(__name__)
+DEFAULT_TASK = "demo"
+
+
+def with_default_task(cfg: DictConfig) -> DictConfig:
+    """Without ``+task=...`` the demo task applies (the task is not in the defaults list, so
+    that ``+task=`` works)."""
+    if "task" in cfg:
+        return cfg
+    demo = OmegaConf.load(
+        str(resources.files("bild_exp").joinpath(f"conf/task/{DEFAULT_TASK}.yaml"))
+    )
+    with open_dict(cfg):
+        cfg.task = demo.task
+    return cfg
+
+
+def run(cfg: DictConfig) -> SweepOutcome | None:
+    """Plan, validate (before any model loads), execute, score and summarise one sweep."""
+    cfg = with_default_task(cfg)
+    runs = plan_runs(cfg)
+    if cfg.dry_run:
+        print_plan(cfg, runs)
+        return None
+    return run_sweep(cfg, runs)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="sweep")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The sweep end to end on a tiny pair and task: configs, records, summary, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from bild_exp import sweep
+from bild_exp.harness.store import IncompatibleResultsError
+from tests.harness_fixtures import write_task_files, write_tiny_pair
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    return write_tiny_pair(root / "pair"), write_task_files(root)
+
+
+def tiny_overrides(assets, results: Path, *extra: str) -> list[str]:
+    pair, files = assets
+    return [
+        "+task=custom",
+        f"task.data_files.validation={files['validation']}",
+        "task.source_field=de",
+        "task.target_field=en",
+        "task.id_field=id",
+        "task.max_new_tokens=12",
+        f"pair.large={pair['large']}",
+        f"pair.small={pair['small']}",
+        f"pair.small_aligned={pair['small_aligned']}",
+        f"pair.tokenizer={pair['tokenizer']}",
+        "pair.name=tiny",
+        "pair.device=cpu",
+        f"results_dir={results}",
+        "logger=none",
+        "data.limit=6",
+        "data.warmup=1",
+        "progress=false",
+        *extra,
+    ]
+
+
+def compose_sweep(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="sweep", overrides=overrides)
+
+
+def test_sweep_writes_records_summary_and_manifest(tiny_assets, tmp_path):
+    cfg = compose_sweep(
+        tiny_overrides(
+            tiny_assets,
+            tmp_path,
+            "pair.small_variants=[base,aligned]",
+            "grid.fallback_threshold=[0.3,0.9]",
+            "grid.rollback_threshold=[1.0]",
+            "grid.window=[2]",
+        )
+    )
+    outcome = sweep.run(cfg)
+    run_dir = outcome.run_dir
+    assert run_dir == tmp_path / "sweep" / "custom_tiny"
+    summary = pd.read_csv(run_dir / "summary.csv")
+    # large + small x2 + bild (2 thresholds x 2 variants) + speculative x2
+    assert len(summary) == 1 + 2 + 4 + 2
+    assert set(summary["study"]) == {"large", "small", "bild", "speculative"}
+    large = summary[summary["method"] == "large"].iloc[0]
+    assert large["speedup"] == pytest.approx(1.0)
+    assert (summary["n_examples"] == 6).all()
+    records = outcome.records
+    assert len(records) == 9 * 6
+    assert records.groupby("config_id").size().eq(6).all()
+    bild = records[records["method"] == "bild"]
+    assert (bild["n_small_tokens"] + bild["n_large_tokens"] == bild["n_tokens"]).all()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["n_examples"] == 6 and manifest["libraries"]["torch"]
+    assert manifest["config"]["task"]["name"] == "custom"
+    assert (run_dir / "pareto.png").exists() and (run_dir / "pareto.pdf").exists()
+    # Baselines live in the shared cache and are reused.
+    baseline_dirs = list((tmp_path / "_baselines").iterdir())
+    assert len(baseline_dirs) == 1
+
+
+def test_second_run_skips_everything_done(tiny_assets, tmp_path):
+    overrides = tiny_overrides(
+        tiny_assets,
+        tmp_path,
+        "method=bild",
+        "grid.fallback_threshold=[0.5]",
+        "grid.rollback_threshold=[2.0]",
+        "pair.small_variants=[base]",
+    )
+    first = sweep.run(compose_sweep(overrides))
+    parts_before = sorted((first.run_dir / "parts").glob("*.parquet"))
+    second = sweep.run(compose_sweep(overrides))
+    assert sorted((second.run_dir / "parts").glob("*.parquet")) == parts_before
+    pd.testing.assert_frame_equal(first.records, second.records)
+
+
+def test_incompatible_results_folder_is_refused(tiny_assets, tmp_path):
+    overrides = tiny_overrides(tiny_assets, tmp_path, "method=large")
+    sweep.run(compose_sweep(overrides))
+    with pytest.raises(IncompatibleResultsError, match="max_new_tokens"):
+        sweep.run(compose_sweep([*overrides, "max_new_tokens=5"]))
+
+
+def test_dry_run_loads_nothing(tiny_assets, tmp_path, capsys):
+    cfg = compose_sweep(
+        tiny_overrides(tiny_assets, tmp_path, "dry_run=true", "pair.large=/nonexistent")
+    )
+    assert sweep.run(cfg) is None
+    assert "configurations" in capsys.readouterr().out
+    assert not (tmp_path / "sweep").exists()
