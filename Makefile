@@ -6,9 +6,20 @@ PY := $(VENV)/bin/python
 # Machines without an NVIDIA GPU get the CPU build of torch (a local wheel on the
 # project's machines); GPU machines resolve torch freely and get a CUDA build.
 TORCH_CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
-export HF_HUB_OFFLINE ?= 1
+# Paper targets: LIMIT=N runs N examples per config (default: the whole split);
+# TASKS=... overrides the paper's tasks (e.g. TASKS=demo runs offline on the demo pair);
+# DRY_RUN=1 lists the planned runs without loading anything.
+LIMIT ?= null
+DRY_RUN ?=
+SWEEP_FLAGS = data.limit=$(LIMIT) $(if $(DRY_RUN),dry_run=true,)
+PAPER_TASKS_ALL := iwslt17,wmt14,xsum,cnndm
+PAPER_TASKS_TWO := iwslt17,xsum
+define paper_target
+	$(PY) -m bild_exp.sweep -m +experiment=$(1) +task=$(or $(TASKS),$(2)) $(SWEEP_FLAGS) $(EXTRA)
+	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1))
+endef
 
-.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models clean
+.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo sweep table1 table3 table5 fig2 fig4 fig5 fig10 paper clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +56,32 @@ demo-models: setup ## Train the demo tokenizer, large, small and aligned small m
 	$(PY) -m bild_exp.train +training=demo_large
 	$(PY) -m bild_exp.train +training=demo_small
 	$(PY) -m bild_exp.train +training=demo_align
+
+demo: setup ## Set up and run the offline demo sweep (shipped pair and corpus)
+	$(PY) -m bild_exp.sweep experiment=demo logger.mode=offline
+
+table1: setup ## Paper Table 1: vanilla vs BiLD (unaligned, aligned) on all four tasks [LIMIT= TASKS= DRY_RUN=]
+	$(call paper_target,table1,$(PAPER_TASKS_ALL))
+
+table3: setup ## Paper Tables 3-4: BiLD vs speculative sampling on IWSLT and XSUM
+	$(call paper_target,table3,$(PAPER_TASKS_TWO))
+
+table5: setup ## Paper Table 5: nucleus sampling (p=0.8)
+	$(call paper_target,table5,$(PAPER_TASKS_TWO))
+
+fig2: setup ## Paper Figure 2: oracle replacement curve
+	$(call paper_target,fig2,$(PAPER_TASKS_TWO))
+
+fig4: setup ## Paper Figure 4: Pareto curves, unaligned vs aligned BiLD
+	$(call paper_target,fig4,$(PAPER_TASKS_ALL))
+
+fig5: setup ## Paper Figure 5: fallback / rollback ablations
+	$(call paper_target,fig5,$(PAPER_TASKS_TWO))
+
+fig10: setup ## Paper Figure 10: threshold maps
+	$(call paper_target,fig10,$(PAPER_TASKS_TWO))
+
+paper: table1 table3 table5 fig2 fig4 fig5 fig10 ## Every paper target
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

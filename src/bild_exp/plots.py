@@ -6,6 +6,7 @@
   ablation families.
 - :func:`threshold_map`: Figure 10 (quality and speedup over alpha_FB x alpha_RB).
 - :func:`oracle_curve`: Figure 2 (quality vs fraction of tokens the large model replaced).
+- :func:`token_authorship`: Figure 9 (which model wrote each token of one output).
 """
 
 from __future__ import annotations
@@ -111,4 +112,30 @@ def oracle_curve(summary: pd.DataFrame, quality: str, stem: Path) -> list[Path]:
         axis.legend(fontsize=7)
     axis.set_xlabel("% tokens replaced by the large model")
     axis.set_ylabel(quality)
+    return save(figure, stem)
+
+
+def token_authorship(
+    pieces: list[str], from_large: list[bool], stem: Path, width: int = 60
+) -> list[Path]:
+    """One output with each token coloured by author (orange: large model, blue: small)."""
+    lines, line, length = [], [], 0
+    for piece, large in zip(pieces, from_large, strict=True):
+        if length + len(piece) > width and line:
+            lines.append(line)
+            line, length = [], 0
+        line.append((piece, large))
+        length += len(piece) + 1
+    lines.append(line)
+    figure, axis = plt.subplots(figsize=(8, 0.4 * len(lines) + 0.6))
+    axis.axis("off")
+    for row, tokens in enumerate(lines):
+        x = 0.0
+        for piece, large in tokens:
+            color = "tab:orange" if large else "tab:blue"
+            axis.text(x, -row, piece, color=color, family="monospace", fontsize=10, va="top")
+            x += (len(piece) + 1) / width
+    axis.set_xlim(0, 1.05)
+    axis.set_ylim(-len(lines), 0.5)
+    axis.set_title("blue: small model, orange: large model", fontsize=9)
     return save(figure, stem)

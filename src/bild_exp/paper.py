@@ -1,0 +1,148 @@
+"""``python -m bild_exp.paper EXPERIMENT``: put a sweep's results next to the paper's numbers.
+
+Reads ``results/<experiment>/*/summary.csv`` and ``operating_points.csv`` (written by
+``bild_exp.sweep``), writes ``results/<experiment>/<experiment>.md`` and ``.csv`` and the
+experiment's figures. Published Table 1 numbers (NeurIPS 2023 version, T4 GPU) are in
+``bild_exp/data/paper_table1.csv``; for other tables and figures no published numbers are
+transcribed, and the comparison says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from bild_exp import plots
+from bild_exp.harness.summary import quality_column
+
+EXPERIMENTS = ("table1", "table3", "table5", "fig2", "fig4", "fig5", "fig10")
+
+
+def published_table1() -> pd.DataFrame:
+    return pd.read_csv(str(resources.files("bild_exp").joinpath("data/paper_table1.csv")))
+
+
+def run_folders(experiment_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in experiment_dir.glob("*/summary.csv"))
+
+
+def task_quality(run_dir: Path) -> tuple[str, str]:
+    config = json.loads((run_dir / "manifest.json").read_text())["config"]
+    task = config["task"]
+    return task["name"], quality_column(task["metric"], task.get("quality"))
+
+
+def operating_point_rows(run_dir: Path, published: pd.DataFrame) -> list[dict]:
+    """Our Table 1 operating points with the published ones beside them."""
+    task, quality = task_quality(run_dir)
+    summary = pd.read_csv(run_dir / "summary.csv")
+    points = pd.read_csv(run_dir / "operating_points.csv")
+    paper = published[published["task"] == task]
+    vanilla = summary[summary["method"] == "large"]
+    rows = [
+        {
+            "task": task,
+            "row": "vanilla",
+            "tolerance": None,
+            "quality": vanilla[quality].iloc[0] if len(vanilla) else None,
+            "speedup": 1.0,
+            "paper_quality": _paper(paper, "vanilla", None, "quality"),
+            "paper_speedup": 1.0 if len(paper) else None,
+        }
+    ]
+    for _, point in points[points["family"].str.startswith("bild/")].iterrows():
+        rows.append(
+            {
+                "task": task,
+                "row": point["family"],
+                "tolerance": point["tolerance"],
+                "quality": point["quality"],
+                "speedup": point["speedup"],
+                "thresholds (RB, FB)": f"({point['rollback_threshold']:g}, {point['fallback_threshold']:g})"
+                if pd.notna(point["quality"])
+                else None,
+                "paper_quality": _paper(paper, point["family"], point["tolerance"], "quality"),
+                "paper_speedup": _paper(paper, point["family"], point["tolerance"], "speedup"),
+            }
+        )
+    return rows
+
+
+def _paper(paper: pd.DataFrame, row: str, tolerance: float | None, column: str) -> float | None:
+    match = paper[
+        (paper["row"] == row)
+        & ((paper["tolerance"] == tolerance) if tolerance else paper["tolerance"].isna())
+    ]
+    return None if match.empty else float(match[column].iloc[0])
+
+
+def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
+    """The comparison table; figures for the experiment are drawn into each run folder."""
+    published = published_table1()
+    rows = []
+    for run_dir in run_folders(experiment_dir):
+        task, quality = task_quality(run_dir)
+        summary = pd.read_csv(run_dir / "summary.csv")
+        if experiment in ("table1", "fig4"):
+            rows += operating_point_rows(run_dir, published)
+        else:
+            columns = [
+                "study",
+                "small_variant",
+                "fallback_threshold",
+                "rollback_threshold",
+                "window",
+                "oracle_threshold",
+                "sampling",
+                quality,
+                "speedup",
+                "fallback_pct",
+                "rollback_pct",
+            ]
+            frame = summary[[c for c in columns if c in summary]].assign(task=task)
+            rows += frame.to_dict("records")
+        draw_figures(experiment, summary, quality, run_dir)
+    return pd.DataFrame(rows)
+
+
+def draw_figures(experiment: str, summary: pd.DataFrame, quality: str, run_dir: Path) -> None:
+    if experiment == "fig2":
+        plots.oracle_curve(summary, quality, run_dir / "fig2_oracle")
+    elif experiment == "fig5":
+        plots.pareto_figure(summary, quality, run_dir / "fig5_ablations", title="ablations")
+    elif experiment == "fig10":
+        plots.threshold_map(summary, quality, run_dir / "fig10_thresholds")
+    else:
+        plots.pareto_figure(summary, quality, run_dir / f"{experiment}_pareto", title=experiment)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("experiment", choices=EXPERIMENTS)
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    args = parser.parse_args()
+    experiment_dir = args.results_dir / args.experiment
+    if not run_folders(experiment_dir):
+        raise SystemExit(f"no results under {experiment_dir}: run `make {args.experiment}` first")
+    table = compare(experiment_dir, args.experiment)
+    note = (
+        ""
+        if args.experiment in ("table1", "fig4")
+        else (
+            "Published numbers for this table/figure are not transcribed here; compare with the paper.\n\n"
+        )
+    )
+    (experiment_dir / f"{args.experiment}.csv").write_text(table.to_csv(index=False))
+    markdown = (
+        f"# {args.experiment}\n\n{note}" + table.to_markdown(index=False, floatfmt=".3g") + "\n"
+    )
+    (experiment_dir / f"{args.experiment}.md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Every entry of every config group composes, validates, and plans before any model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bild_exp.data.tasks import task_from_config
+from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.harness.plan import plan_runs
+from bild_exp.sweep import with_default_task
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def entries(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def sweep_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return with_default_task(compose(config_name="sweep", overrides=list(overrides)))
+
+
+def test_groups_are_not_empty():
+    assert set(entries("task")) >= {"iwslt17", "wmt14", "xsum", "cnndm", "demo", "custom"}
+    assert set(entries("method")) >= {
+        "large",
+        "small",
+        "bild",
+        "bild_no_rollback",
+        "bild_no_fallback",
+        "speculative",
+        "oracle",
+        "hf_assisted",
+    }
+    assert set(entries("logger")) == {"wandb", "none"}
+    assert set(entries("experiment")) >= {
+        "table1",
+        "table3",
+        "table5",
+        "fig2",
+        "fig4",
+        "fig5",
+        "fig10",
+    }
+
+
+@pytest.mark.parametrize("task", [t for t in entries("task") if t != "custom"])
+def test_every_task_composes_and_plans(task):
+    cfg = sweep_cfg(f"+task={task}")
+    spec = task_from_config(cfg.task)
+    assert spec.name == task
+    # The task file is the whole task: nothing leaks in from another task.
+    file_task = OmegaConf.load(CONF / "task" / f"{task}.yaml").task
+    assert OmegaConf.to_container(cfg.task) == OmegaConf.to_container(file_task)
+    assert plan_runs(cfg)
+
+
+def test_custom_task_needs_its_file():
+    cfg = sweep_cfg(
+        "+task=custom", "task.data_files.validation=/tmp/dev.jsonl", "pair=t5_small_large"
+    )
+    assert task_from_config(cfg.task).data_files == {"validation": "/tmp/dev.jsonl"}
+
+
+def test_no_task_means_the_demo_task():
+    cfg = sweep_cfg()
+    assert cfg.task.name == "demo" and cfg.pair.name == "demo"
+
+
+@pytest.mark.parametrize("pair", entries("pair"))
+def test_every_pair_composes(pair):
+    cfg = sweep_cfg(f"pair={pair}")
+    assert cfg.pair.large and cfg.pair.small and cfg.pair.tokenizer
+    assert cfg.pair.architecture in ("seq2seq", "decoder-only")
+
+
+@pytest.mark.parametrize("method", entries("method"))
+@pytest.mark.parametrize("grid", entries("grid"))
+def test_every_method_and_grid_plans(method, grid):
+    runs = plan_runs(sweep_cfg(f"method={method}", f"grid={grid}"))
+    assert any(run.method == "large" for run in runs)  # the speedup reference is always there
+    assert len({run.config_id for run in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("experiment", entries("experiment"))
+def test_every_experiment_composes_with_each_paper_task(experiment):
+    for task in ("iwslt17", "wmt14", "xsum", "cnndm", "demo"):
+        cfg = sweep_cfg(f"+experiment={experiment}", f"+task={task}")
+        assert cfg.experiment == experiment
+        assert plan_runs(cfg)
+
+
+@pytest.mark.parametrize("logger", entries("logger"))
+def test_every_logger_composes(logger):
+    assert sweep_cfg(f"logger={logger}").logger.name == logger
+
+
+def test_train_config_and_recipes_compose():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for recipe in entries("recipe"):
+            assert compose(config_name="train", overrides=[f"recipe={recipe}"]).recipe.max_steps > 0
+        for training in entries("training"):
+            cfg = compose(config_name="train", overrides=[f"+training={training}"])
+            assert cfg.mode in ("finetune", "align")
+
+
+def test_launchers_compose():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for launcher, target in (("joblib", "JoblibLauncher"), ("cluster", "SlurmLauncher")):
+            cfg = compose(
+                config_name="sweep",
+                overrides=[f"hydra/launcher={launcher}"],
+                return_hydra_config=True,
+            )
+            assert cfg.hydra.launcher._target_.endswith(target)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("grid.fallback_threshold=[0.5,1.5]", "fallback_threshold=1.5"),
+        ("grid.rollback_threshold=[-1]", "rollback_threshold=-1"),
+        ("grid.window=[0]", "window=0"),
+        ("pair.small_variants=[tiny]", "pair.small_variants entry='tiny'"),
+    ],
+)
+def test_bad_grid_values_fail_while_planning(override, message):
+    with pytest.raises(InvalidParameterError, match=message.replace("[", r"\[")):
+        plan_runs(sweep_cfg(override, "method=all"))
+
+
+def test_unknown_group_entries_list_the_valid_ones():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="Available options"):
+        sweep_cfg("method=beam_search")
+    with pytest.raises(ConfigCompositionException, match="Available options"):
+        sweep_cfg("+task=squad")

@@ -1,0 +1,48 @@
+"""Every notebook runs top to bottom on a small results folder (no decoding inside)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from bild_exp import sweep
+from tests.test_sweep import compose_sweep, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def results_dir(tiny_assets, tmp_path_factory):  # noqa: F811
+    results = tmp_path_factory.mktemp("results")
+    overrides = tiny_overrides(
+        tiny_assets,
+        results,
+        "method=ablations",
+        "grid.fallback_threshold=[0.3,0.9]",
+        "grid.rollback_threshold=[1.0,3.0]",
+        "pair.small_variants=[base]",
+    )
+    return sweep.run(compose_sweep(overrides)).run_dir
+
+
+def test_there_are_notebooks():
+    assert {p.name for p in NOTEBOOKS} >= {"pareto.ipynb", "ablations.ipynb", "per_token.ipynb"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_executes(path, results_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BILD_RESULTS_DIR", str(results_dir))
+    monkeypatch.setenv("BILD_FIGURES_DIR", str(tmp_path))
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    assert any(p.suffix == ".png" for p in tmp_path.iterdir())
+    assert os.environ["BILD_RESULTS_DIR"] == str(results_dir)
