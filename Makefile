@@ -19,7 +19,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1))
 endef
 
-.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo sweep table1 table3 table5 fig2 fig4 fig5 fig10 paper clean
+.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo bench sweep table1 table3 table5 fig2 fig4 fig5 fig10 paper clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -52,13 +52,16 @@ bench-engine: setup ## Engine's "large" loop vs HF generate, per-token time rati
 demo-corpus: setup ## Rebuild the demo corpus from Debian packages (needs apt-get)
 	$(PY) scripts/build_demo_corpus.py
 
-demo-models: setup ## Train the demo tokenizer, large, small and aligned small models (~1.5 h on 2 CPU cores)
+demo-models: setup ## Train the demo tokenizer, large, small and aligned small models (about 1 h on 2 CPU cores)
 	$(PY) -m bild_exp.train +training=demo_large
 	$(PY) -m bild_exp.train +training=demo_small
 	$(PY) -m bild_exp.train +training=demo_align
 
 demo: setup ## Set up and run the offline demo sweep (shipped pair and corpus)
 	$(PY) -m bild_exp.sweep experiment=demo logger.mode=offline
+
+bench: setup ## BiLD vs every baseline on the demo pair (or pair=/+task=), side by side in one run (~15 min)
+	$(PY) -m bild_exp.bench $(EXTRA)
 
 table1: setup ## Paper Table 1: vanilla vs BiLD (unaligned, aligned) on all four tasks [LIMIT= TASKS= DRY_RUN=]
 	$(call paper_target,table1,$(PAPER_TASKS_ALL))

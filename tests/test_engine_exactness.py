@@ -125,3 +125,37 @@ def test_hf_assisted_heuristic_schedule_leaves_no_state_behind():
     ]
     assert calls[0] == calls[1]
     assert small.generation_config.to_dict() == before
+
+
+def test_t5_with_more_decoder_than_encoder_layers():
+    """The demo's large model shape: HF generate needs an explicit cache there, the engine not."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from bild_exp.decoding.runner import empty_cache
+
+    torch.manual_seed(0)
+    shape = {
+        "vocab_size": 64,
+        "d_kv": 8,
+        "num_heads": 4,
+        "decoder_start_token_id": 0,
+        "eos_token_id": 1,
+    }
+    large = T5ForConditionalGeneration(
+        T5Config(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=3, **shape)
+    )
+    small = T5ForConditionalGeneration(
+        T5Config(d_model=16, d_ff=32, num_layers=2, num_decoder_layers=1, **shape)
+    )
+    large, small = large.double().eval(), small.double().eval()
+    ids = torch.tensor([[5, 6, 7, 9, 12]])
+    reference = large.generate(ids, max_new_tokens=10, use_cache=False)[0, 1:].tolist()
+    assert (
+        large.generate(ids, max_new_tokens=10, past_key_values=empty_cache(large))[0, 1:].tolist()
+        == reference
+    )
+    common = {"large": large, "small": small, "input_ids": ids, "max_new_tokens": 10}
+    assert generate("large", **common).tokens == reference
+    assert generate("bild", rollback_threshold=0.0, verify_tail=True, **common).tokens == reference
+    assert generate("speculative", window=3, **common).tokens == reference
+    assert generate("hf_assisted", **common).tokens == reference

@@ -76,9 +76,10 @@ def load_rows(task: TaskSpec, split: str):
     import datasets
 
     if task.data_files:
-        if split not in task.data_files:
+        if not task.data_files.get(split):
+            available = [name for name, path in task.data_files.items() if path]
             raise DataError(
-                f"split={split!r} is not in task {task.name!r}'s data_files: accepted {', '.join(task.data_files)}"
+                f"split={split!r} has no file in task {task.name!r}'s data_files: accepted {', '.join(available)}"
             )
         path = resolve_path(task.data_files[split])
         if not path.exists():

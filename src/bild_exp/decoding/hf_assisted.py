@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 
 from bild_exp.decoding.params import HfAssistedParams
 from bild_exp.decoding.result import GenerationResult, decoder_prefix
+from bild_exp.decoding.runner import empty_cache
 
 
 @contextmanager
@@ -83,6 +84,7 @@ def decode_hf_assisted(
             assistant_model=small,
             max_new_tokens=max_new_tokens,
             num_beams=1,
+            past_key_values=empty_cache(large),
             **sampling_kwargs,
         )
     tokens = output[0, n_prefix:].tolist()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 
 
 def crop_cache(cache: Cache, keep_length: int) -> None:
@@ -30,6 +30,17 @@ def crop_cache(cache: Cache, keep_length: int) -> None:
         cache.crop(-n_remove)
     else:
         cache.crop(keep_length)
+
+
+def empty_cache(model: PreTrainedModel) -> Cache:
+    """A cache that grows one layer at a time, for ``model.generate(past_key_values=...)``.
+
+    HF generate otherwise pre-sizes the cache from ``num_hidden_layers``, which T5 maps to
+    the *encoder* depth: a model with more decoder than encoder layers then fails.
+    """
+    if model.config.is_encoder_decoder:
+        return EncoderDecoderCache(DynamicCache(), DynamicCache())
+    return DynamicCache()
 
 
 @dataclass

@@ -102,8 +102,12 @@ def grid_points(study: DictConfig, grid: DictConfig) -> list[dict[str, Any]]:
     return [dict(zip(axes, combination, strict=True)) for combination in itertools.product(*values)]
 
 
-def small_variants(cfg: DictConfig) -> list[str]:
-    variants = list(cfg.pair.get("small_variants") or ["base"])
+def small_variants(cfg: DictConfig, study: DictConfig | None = None) -> list[str]:
+    """The study's own ``small_variants`` if set, else the pair's; each checked."""
+    chosen = (study.get("small_variants") if study is not None else None) or cfg.pair.get(
+        "small_variants"
+    )
+    variants = list(chosen or ["base"])
     for variant in variants:
         if variant not in SMALL_VARIANTS:
             raise InvalidParameterError(
@@ -128,7 +132,7 @@ def plan_runs(cfg: DictConfig) -> list[RunConfig]:
             **studies,
         }
     for study_name, study in studies.items():
-        variants = ["-"] if study.method == "large" else small_variants(cfg)
+        variants = ["-"] if study.method == "large" else small_variants(cfg, study)
         params_node = study.get("params")
         fixed = OmegaConf.to_container(params_node, resolve=True) if params_node is not None else {}
         for variant, point, seed in itertools.product(

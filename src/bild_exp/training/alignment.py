@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from bild_exp.decoding.runner import empty_cache
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,13 @@ def large_greedy_outputs(
         padding=True,
         return_tensors="pt",
     ).to(large.device)
-    output = large.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
+    output = large.generate(
+        **batch,
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        past_key_values=empty_cache(large),
+    )
     return tokenizer.batch_decode(output, skip_special_tokens=True)
 
 

@@ -1,0 +1,18 @@
+"""``python -m bild_exp.bench``: see ``bild_exp.bench.run``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from bild_exp.bench.run import run
+from bild_exp.sweep import with_default_task
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    run(with_default_task(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The contenders of ``make bench``: each a name and a callable decoding one example.
+
+Operating points come from a selection sweep on the validation split (never the test
+examples): per family, the best speedup within each quality tolerance of vanilla large.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from bild_exp.decoding import GenerationResult, generate
+from bild_exp.decoding.runner import empty_cache
+from bild_exp.harness.models import LoadedPair
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One method at fixed parameters; ``engine=False`` runs HF ``generate`` without assistant."""
+
+    name: str
+    method: str
+    small_variant: str = "-"
+    params: dict[str, Any] = field(default_factory=dict)
+    engine: bool = True
+
+    def decode(
+        self, pair: LoadedPair, input_ids: torch.Tensor, max_new_tokens: int
+    ) -> GenerationResult:
+        if not self.engine:
+            return hf_generate(pair.large, input_ids, max_new_tokens)
+        small = pair.smalls.get(self.small_variant)
+        large = None if self.method == "small" else pair.large
+        return generate(
+            self.method,
+            large=large,
+            small=small,
+            input_ids=input_ids,
+            max_new_tokens=max_new_tokens,
+            **self.params,
+        )
+
+
+@torch.inference_mode()
+def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int) -> GenerationResult:
+    """Vanilla large through HF ``generate`` (greedy), counted the same way as the engine."""
+    output = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        past_key_values=empty_cache(model),
+    )
+    n_prefix = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
+    tokens = output[0, n_prefix:].tolist()
+    return GenerationResult(tokens=tokens, from_large=[True] * len(tokens), stats={})
+
+
+def best_point(
+    summary: pd.DataFrame, family: str, quality: str, tolerance: float
+) -> pd.Series | None:
+    """Fastest configuration of ``family`` with quality >= vanilla large - tolerance."""
+    vanilla = summary[summary["method"] == "large"][quality].iloc[0]
+    group = summary[(summary["family"] == family) & (summary[quality] >= vanilla - tolerance)]
+    group = group.dropna(subset=["speedup"])
+    return None if group.empty else group.loc[group["speedup"].idxmax()]
+
+
+def params_of(row: pd.Series, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: (int(row[name]) if name == "window" else float(row[name])) for name in names}
+
+
+def contenders(
+    summary: pd.DataFrame, quality: str, tolerances: list[float], hf_confidence_threshold: float
+) -> tuple[list[Contender], list[dict[str, Any]]]:
+    """The benchmark's methods, and a note per selection (what was chosen, on what evidence)."""
+    chosen = [
+        Contender("vanilla large (engine)", "large"),
+        Contender("vanilla large (HF generate)", "large", engine=False),
+    ]
+    notes = []
+    for variant in ("base", "aligned"):
+        for tolerance in tolerances:
+            row = best_point(summary, f"bild/{variant}", quality, tolerance)
+            notes.append(selection_note(f"bild/{variant}", tolerance, row, quality))
+            if row is None:
+                continue
+            thresholds = params_of(row, ("fallback_threshold", "rollback_threshold"))
+            label = "unaligned" if variant == "base" else "aligned"
+            chosen.append(
+                Contender(f"BiLD {label} (within {tolerance:g})", "bild", variant, thresholds)
+            )
+            if variant == "base" and tolerance == tolerances[0]:
+                chosen.append(
+                    Contender(
+                        "BiLD no fallback (same thresholds)",
+                        "bild",
+                        variant,
+                        {**thresholds, "fallback_threshold": None},
+                    )
+                )
+                chosen.append(
+                    Contender(
+                        "BiLD no rollback (same thresholds)",
+                        "bild",
+                        variant,
+                        {**thresholds, "rollback_threshold": None},
+                    )
+                )
+    for family, label, name in (
+        ("speculative/base", "speculative", "window"),
+        ("hf_assisted/base", "HF assisted constant", "num_assistant_tokens"),
+    ):
+        row = best_point(summary, family, quality, tolerances[0])
+        notes.append(selection_note(family, tolerances[0], row, quality))
+        if row is not None:
+            method = "speculative" if family.startswith("speculative") else "hf_assisted"
+            chosen.append(
+                Contender(
+                    f"{label} ({name}={int(row[name])})", method, "base", {name: int(row[name])}
+                )
+            )
+    chosen.append(
+        Contender(
+            "HF assisted heuristic",
+            "hf_assisted",
+            "base",
+            {"num_assistant_tokens_schedule": "heuristic"},
+        )
+    )
+    chosen.append(
+        Contender(
+            f"HF assisted confidence {hf_confidence_threshold:g}",
+            "hf_assisted",
+            "base",
+            {"assistant_confidence_threshold": hf_confidence_threshold},
+        )
+    )
+    return chosen, notes
+
+
+def selection_note(
+    family: str, tolerance: float, row: pd.Series | None, quality: str
+) -> dict[str, Any]:
+    if row is None:
+        return {"family": family, "tolerance": tolerance, "chosen": None}
+    return {
+        "family": family,
+        "tolerance": tolerance,
+        "chosen": row["config_id"],
+        "validation_quality": row[quality],
+        "validation_speedup": row["speedup"],
+    }
+
+
+Decode = Callable[[Contender, torch.Tensor], GenerationResult]

@@ -1,0 +1,278 @@
+"""``make bench``: every contender on the same test examples, in one process and one run.
+
+1. Operating points are chosen by a harness sweep on the validation split.
+2. On the test split, methods are interleaved per example in a rotating order (machine
+   drift hits all alike), each call timed alone (generation only, device synchronised).
+3. Per-call timings measured in this run feed a cost model: predicted latency per method,
+   achieved / predicted, and BiLD's ideal speedup on this pair and hardware.
+4. Scale: latency by output length, sweep throughput with 1 vs 2 joblib workers.
+5. The engine section: the engine's vanilla loop vs HF ``generate`` per token.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from bild_exp.bench.cost_model import (
+    CallTimes,
+    ideal_bild_speedup,
+    measure_call_times,
+    predicted_latency,
+)
+from bild_exp.bench.methods import Contender, contenders
+from bild_exp.bench.scale import length_table, worker_throughput
+from bild_exp.data.tasks import load_examples, task_from_config
+from bild_exp.harness.execute import EncodedExample, encode
+from bild_exp.harness.metrics import score
+from bild_exp.harness.models import LoadedPair, load_pair
+from bild_exp.harness.pipeline import run_sweep
+from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.store import atomic_write_bytes
+from bild_exp.harness.summary import quality_column
+from bild_exp.timing import device_description, timed
+
+log = logging.getLogger(__name__)
+
+
+def interleaved_run(
+    chosen: list[Contender],
+    items: list[EncodedExample],
+    pair: LoadedPair,
+    max_new_tokens: int,
+    warmup: int,
+) -> pd.DataFrame:
+    """Decode every example with every contender, rotating the order per example."""
+    for contender in chosen:
+        for item in items[:warmup]:
+            contender.decode(pair, item.input_ids, max_new_tokens)
+    rows = []
+    for index, item in enumerate(items):
+        shift = index % len(chosen)
+        for contender in chosen[shift:] + chosen[:shift]:
+            result, seconds = timed(
+                lambda c=contender: c.decode(pair, item.input_ids, max_new_tokens), pair.device
+            )
+            rows.append(
+                {
+                    "method": contender.name,
+                    "example_id": item.example.id,
+                    "latency_s": seconds,
+                    "n_tokens": len(result.tokens),
+                    "hypothesis": pair.tokenizer.decode(
+                        result.tokens, skip_special_tokens=True
+                    ).strip(),
+                    "reference": item.example.target,
+                    "n_large_calls": result.stats.get("n_large_calls"),
+                    "accepted_lengths": result.stats.get("accepted_lengths"),
+                    "large_call_shapes": result.stats.get("large_call_shapes"),
+                    "small_call_shapes": result.stats.get("small_call_shapes"),
+                    "small_variant": contender.small_variant,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def bootstrap_speedup(
+    reference: np.ndarray, mine: np.ndarray, samples: int, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile interval of the ratio of total latencies, resampling examples."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(mine), size=(samples, len(mine)))
+    ratios = reference[index].sum(1) / mine[index].sum(1)
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
+def method_row(
+    group: pd.DataFrame,
+    reference: pd.DataFrame,
+    metric: str,
+    quality: str,
+    samples: int,
+    predicted: float | None,
+) -> dict[str, Any]:
+    joined = group.merge(
+        reference[["example_id", "latency_s"]], on="example_id", suffixes=("", "_ref")
+    )
+    low, high = bootstrap_speedup(
+        joined["latency_s_ref"].to_numpy(), joined["latency_s"].to_numpy(), samples
+    )
+    accepted = [n for lengths in group["accepted_lengths"].dropna() for n in lengths]
+    calls = group["n_large_calls"].dropna()
+    total = group["latency_s"].sum()
+    return {
+        "method": group["method"].iloc[0],
+        quality: score(metric, list(group["hypothesis"]), list(group["reference"]))[quality],
+        "total_latency_s": total,
+        "speedup": joined["latency_s_ref"].sum() / joined["latency_s"].sum(),
+        "speedup_ci95": f"[{low:.2f}, {high:.2f}]",
+        "speedup_median": float((joined["latency_s_ref"] / joined["latency_s"]).median()),
+        "tokens_per_s": group["n_tokens"].sum() / total,
+        "large_calls_per_token": calls.sum() / group["n_tokens"].sum() if len(calls) else None,
+        "mean_accepted_length": float(np.mean(accepted)) if accepted else None,
+        "achieved_over_predicted": total / predicted if predicted else None,
+    }
+
+
+def predicted_total(group: pd.DataFrame, times: dict[str, CallTimes]) -> float | None:
+    """Cost-model latency of one method over all its examples (None without call shapes)."""
+    if group["large_call_shapes"].isna().all() and group["small_call_shapes"].isna().all():
+        return None
+    total = 0.0
+    for _, row in group.iterrows():
+        small_times = times.get(row["small_variant"])
+        total += predicted_latency(
+            list(row["large_call_shapes"] if row["large_call_shapes"] is not None else []),
+            list(row["small_call_shapes"] if row["small_call_shapes"] is not None else []),
+            times["large"],
+            small_times,
+        )
+    return total
+
+
+def measure_pair_call_times(
+    pair: LoadedPair, records: pd.DataFrame, item: EncodedExample, repeats: int
+) -> dict[str, CallTimes]:
+    """Per-call timings for every n_fed the run's calls used (at the median cached length)."""
+    shapes = [
+        s
+        for column in ("large_call_shapes", "small_call_shapes")
+        for calls in records[column].dropna()
+        for s in calls
+    ]
+    ks = sorted({int(n) for n, _ in shapes if n <= 64} | {1, 11})
+    cached = int(statistics.median(int(c) for _, c in shapes)) if shapes else 16
+    times = {"large": measure_call_times(pair.large, item.input_ids, ks, cached, repeats)}
+    for variant, small in pair.smalls.items():
+        times[variant] = measure_call_times(small, item.input_ids, ks, cached, repeats)
+    return times
+
+
+def run(cfg: DictConfig) -> Path:
+    """Select operating points on validation, benchmark on test, write bench.csv and bench.md."""
+    bench = cfg.bench
+    task = task_from_config(cfg.task)
+    metric, quality = task.metric, quality_column(task.metric, task.extra.get("quality"))
+    selection = run_sweep(cfg, plan_runs(cfg))
+    chosen, notes = contenders(
+        selection.summary, quality, list(bench.tolerances), bench.hf_confidence_threshold
+    )
+    pair = load_pair(cfg.pair, ["base", "aligned"])
+    examples = load_examples(task, bench.split, bench.n_examples)
+    items = encode(examples, pair.tokenizer, task.max_source_length, pair.device)
+    max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
+    records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup)
+    times = measure_pair_call_times(pair, records, items[0], bench.call_repeats)
+    reference = records[records["method"] == chosen[0].name]
+    table = pd.DataFrame(
+        [
+            method_row(
+                group,
+                reference,
+                metric,
+                quality,
+                bench.bootstrap_samples,
+                predicted_total(group, times),
+            )
+            for _, group in records.groupby("method", sort=False)
+        ]
+    )
+    max_small_steps = 10
+    ideal = ideal_bild_speedup(times["large"], times["base"], max_small_steps)
+    lengths = length_table(records, list(bench.length_buckets), [c.name for c in chosen])
+    workers = (
+        worker_throughput(cfg, list(bench.scale_workers), bench.scale_examples)
+        if bench.scale_workers
+        else None
+    )
+    engine = engine_section() if bench.engine_section else None
+    output_dir = Path(bench.output_dir) / cfg.pair.name
+    write_report(
+        output_dir, table, notes, times, ideal, lengths, workers, engine, pair, quality, bench
+    )
+    return output_dir
+
+
+def engine_section() -> dict[str, float]:
+    from bild_exp.bench.engine_speed import measure_engine_speed, t5_small_sized_model
+
+    speed = measure_engine_speed(t5_small_sized_model())
+    return {
+        "engine_ms_per_token": speed.engine_ms_per_token,
+        "hf_ms_per_token": speed.hf_ms_per_token,
+        "ratio": speed.ratio,
+    }
+
+
+def write_report(
+    output_dir: Path,
+    table: pd.DataFrame,
+    notes: list,
+    times: dict[str, CallTimes],
+    ideal: float,
+    lengths: pd.DataFrame,
+    workers: pd.DataFrame | None,
+    engine: dict | None,
+    pair: LoadedPair,
+    quality: str,
+    bench: DictConfig,
+) -> None:
+    device = device_description(pair.device)
+    atomic_write_bytes(output_dir / "bench.csv", table.to_csv(index=False).encode())
+    lines = [
+        "# Benchmark",
+        "",
+        f"Machine: {device['device_name']} ({device['device']}, {device['cpu_threads']} threads), "
+        f"torch {device['torch']}, transformers {device['transformers']}. Batch 1, greedy, "
+        f"{bench.n_examples} examples of the {bench.split} split, methods interleaved per example; "
+        "operating points chosen on the validation split. Speedup = vanilla large (engine) total latency / "
+        "method total latency; CI: 95% bootstrap over examples.",
+        "",
+        table.round(3).to_markdown(index=False),
+        "",
+        "## Operating-point selection (validation split)",
+        "",
+        pd.DataFrame(notes).round(3).to_markdown(index=False),
+        "",
+        "## Cost model (per-call timings measured in this run)",
+        "",
+        pd.DataFrame(
+            {
+                name: {f"t(n_fed={k}) ms": 1000 * v for k, v in t.by_n_fed.items()}
+                | {"encoder ms": 1000 * t.encoder}
+                for name, t in times.items()
+            }
+        )
+        .round(3)
+        .to_markdown(),
+        "",
+        f"Ideal BiLD speedup on this pair and hardware (every small token accepted, max_small_steps=10): {ideal:.2f}x",
+        "",
+        "## Latency by output length (mean seconds per example)",
+        "",
+        lengths.round(4).to_markdown(),
+    ]
+    if workers is not None:
+        lines += [
+            "",
+            "## Sweep throughput by joblib workers",
+            "",
+            workers.round(3).to_markdown(index=False),
+        ]
+    if engine is not None:
+        lines += [
+            "",
+            "## Engine",
+            "",
+            f"Engine 'large' loop {engine['engine_ms_per_token']:.2f} ms/token vs HF generate "
+            f"{engine['hf_ms_per_token']:.2f} ms/token: ratio {engine['ratio']:.3f} (t5-small-sized, random weights).",
+        ]
+    report = "\n".join(lines) + "\n"
+    atomic_write_bytes(output_dir / "bench.md", report.encode())
+    print(report)

@@ -1,0 +1,79 @@
+"""`make bench` machinery on a tiny pair: it runs and writes well-formed output (speed is
+never asserted)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from bild_exp.bench.cost_model import CallTimes, ideal_bild_speedup, predicted_latency
+from bild_exp.bench.run import bootstrap_speedup, run
+from bild_exp.sweep import with_default_task
+from tests.test_sweep import CONF_DIR, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
+
+
+def test_cost_model_by_hand():
+    large = CallTimes(by_n_fed={1: 0.010, 11: 0.020}, encoder=0.005)
+    small = CallTimes(by_n_fed={1: 0.002, 11: 0.004}, encoder=0.001)
+    assert large.call(6) == pytest.approx(0.015)  # linear between measured sizes
+    assert predicted_latency([(2, 0), (1, 2)], [(1, 0)], large, small) == pytest.approx(
+        0.005 + 0.011 + 0.010 + 0.001 + 0.002
+    )
+    # 11 tokens: vanilla 11 x 10 ms; BiLD 10 x 2 ms + one 11-token pass of 20 ms.
+    assert ideal_bild_speedup(large, small, 10) == pytest.approx(0.110 / 0.040)
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    reference = pd.Series([2.0, 2.2, 1.8, 2.1] * 5).to_numpy()
+    mine = pd.Series([1.0, 1.2, 0.9, 1.1] * 5).to_numpy()
+    low, high = bootstrap_speedup(reference, mine, 500)
+    assert low <= reference.sum() / mine.sum() <= high
+
+
+def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):  # noqa: F811
+    overrides = tiny_overrides(tiny_assets, tmp_path, "pair.small_variants=[base,aligned]")
+    overrides = [o for o in overrides if not o.startswith("data.limit")]
+    overrides += [
+        "data.limit=4",
+        "grid.fallback_threshold=[0.5]",
+        "grid.rollback_threshold=[2.0]",
+        "grid.window=[2,3]",
+        "grid.num_assistant_tokens=[2]",
+        "bench.n_examples=4",
+        "bench.warmup=1",
+        "bench.bootstrap_samples=50",
+        "bench.call_repeats=2",
+        "bench.scale_workers=[1]",
+        "bench.scale_examples=2",
+        "bench.engine_section=false",
+        f"bench.output_dir={tmp_path / 'bench'}",
+        "task.split=test",
+        "+task.data_files.test=${task.data_files.validation}",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = with_default_task(compose(config_name="bench", overrides=overrides))
+    output_dir = run(cfg)
+    table = pd.read_csv(output_dir / "bench.csv")
+    assert table["method"].iloc[0] == "vanilla large (engine)"
+    assert "vanilla large (HF generate)" in set(table["method"])
+    assert {"HF assisted heuristic", "HF assisted confidence 0.4"} <= set(table["method"])
+    assert table.loc[0, "speedup"] == 1.0
+    for column in (
+        "bleu",
+        "total_latency_s",
+        "speedup_ci95",
+        "tokens_per_s",
+        "large_calls_per_token",
+    ):
+        assert column in table
+    report = (output_dir / "bench.md").read_text()
+    for heading in (
+        "Machine:",
+        "Operating-point selection",
+        "Cost model",
+        "Ideal BiLD speedup",
+        "output length",
+        "joblib workers",
+    ):
+        assert heading in report

@@ -1,0 +1,162 @@
+"""Figures from summaries, and the paper comparison on a small results folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bild_exp import paper, plots, sweep
+from bild_exp.harness.summary import operating_points, pareto_mask
+from tests.test_sweep import compose_sweep, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_summary() -> pd.DataFrame:
+    rows = [
+        {
+            "config_id": "L",
+            "study": "large",
+            "method": "large",
+            "small_variant": "-",
+            "family": "large",
+            "bleu": 30.0,
+            "speedup": 1.0,
+            "normalized_latency": 1.0,
+            "fallback_threshold": None,
+            "rollback_threshold": None,
+            "window": None,
+            "oracle_threshold": None,
+            "n_tokens": 100,
+            "n_oracle_replacements": 0,
+            "pareto": True,
+        },
+    ]
+    for i, (fb, rb, q, s) in enumerate(
+        [(0.5, 2, 29.95, 1.5), (0.5, 4, 29.0, 1.9), (0.9, 2, 30.1, 1.2), (0.9, 4, 28.0, 1.3)]
+    ):
+        rows.append(
+            {
+                "config_id": f"B{i}",
+                "study": "bild",
+                "method": "bild",
+                "small_variant": "base",
+                "family": "bild/base",
+                "bleu": q,
+                "speedup": s,
+                "normalized_latency": 1 / s,
+                "fallback_threshold": fb,
+                "rollback_threshold": rb,
+                "window": None,
+                "oracle_threshold": None,
+                "n_tokens": 100,
+                "n_oracle_replacements": 0,
+                "pareto": False,
+            }
+        )
+    for i, t in enumerate([0.1, 0.5]):
+        rows.append(
+            {
+                "config_id": f"O{i}",
+                "study": "oracle",
+                "method": "oracle",
+                "small_variant": "base",
+                "family": "oracle/base",
+                "bleu": 29 + i,
+                "speedup": 0.8,
+                "normalized_latency": 1.25,
+                "fallback_threshold": None,
+                "rollback_threshold": None,
+                "window": None,
+                "oracle_threshold": t,
+                "n_tokens": 100,
+                "n_oracle_replacements": 10 + 20 * i,
+                "pareto": False,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    for family, group in frame.groupby("family"):
+        frame.loc[group.index, "pareto"] = pareto_mask(
+            list(group["normalized_latency"]), list(group["bleu"])
+        )
+    return frame
+
+
+def test_pareto_mask_by_hand():
+    assert pareto_mask([1.0, 0.5, 0.6, 0.4], [30, 29, 28, 20]) == [True, True, False, True]
+
+
+def test_operating_points_follow_table1_rule():
+    points = operating_points(fake_summary(), "bleu").set_index(["family", "tolerance"])
+    # within 0.1 of 30.0: 29.95 @ 1.5x and 30.1 @ 1.2x qualify -> 1.5x; within 1: 29.0 @ 1.9x.
+    assert points.loc[("bild/base", 0.1), "speedup"] == 1.5
+    assert points.loc[("bild/base", 1.0), "speedup"] == 1.9
+    assert points.loc[("bild/base", 1.0), "rollback_threshold"] == 4
+
+
+def test_every_figure_is_written(tmp_path):
+    summary = fake_summary()
+    written = plots.pareto_figure(summary, "bleu", tmp_path / "pareto", title="t")
+    written += plots.threshold_map(summary, "bleu", tmp_path / "thresholds")
+    written += plots.oracle_curve(summary, "bleu", tmp_path / "oracle")
+    written += plots.token_authorship(
+        ["▁The", "▁cat", "▁sat", "."], [False, True, False, False], tmp_path / "tokens"
+    )
+    assert len(written) == 8
+    assert all(path.exists() and path.stat().st_size > 1000 for path in written)
+
+
+def test_paper_comparison_from_a_results_folder(tiny_assets, tmp_path, monkeypatch):  # noqa: F811
+    overrides = tiny_overrides(
+        tiny_assets,
+        tmp_path,
+        "+experiment=table1",
+        "grid.fallback_threshold=[0.5]",
+        "grid.rollback_threshold=[2.0]",
+        "data.limit=4",
+    )
+    outcome = sweep.run(compose_sweep(overrides))
+    assert outcome.run_dir.parent == tmp_path / "table1"
+    monkeypatch.setattr(sys, "argv", ["paper", "table1", "--results-dir", str(tmp_path)])
+    paper.main()
+    table = pd.read_csv(tmp_path / "table1" / "table1.csv")
+    assert set(table["row"]) == {"vanilla", "bild/base", "bild/aligned"}
+    assert (tmp_path / "table1" / "table1.md").read_text().startswith("# table1")
+    assert (outcome.run_dir / "table1_pareto.png").exists()
+
+
+def test_published_table1_numbers_are_the_papers():
+    published = paper.published_table1()
+    vanilla = published[published["row"] == "vanilla"].set_index("task")["quality"]
+    assert vanilla.to_dict() == {"iwslt17": 40.32, "wmt14": 31.38, "xsum": 35.08, "cnndm": 41.54}
+
+
+@pytest.mark.parametrize("target", ["table1", "table3", "table5", "fig2", "fig4", "fig5", "fig10"])
+def test_make_targets_plan_without_loading(target):
+    out = subprocess.run(
+        [
+            "make",
+            "-s",
+            target,
+            "DRY_RUN=1",
+            "LIMIT=3",
+            "PY=" + sys.executable,
+            "VENV=" + str(Path(sys.executable).parents[1]),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HF_HUB_OFFLINE": "1",
+            "WANDB_MODE": "disabled",
+            "HOME": str(ROOT),
+        },
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("configurations:") >= 2  # one plan per task

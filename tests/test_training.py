@@ -1,0 +1,153 @@
+"""Training and prediction alignment on tiny models for a few steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from bild_exp import train
+from bild_exp.training.alignment import token_agreement
+from tests.harness_fixtures import write_task_files
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+TINY_T5 = [
+    "model.init=scratch",
+    "+model.architecture={model_type: t5, d_model: 32, d_ff: 64, d_kv: 8, num_heads: 4, num_layers: 1, num_decoder_layers: 2}",
+]
+
+
+def train_cfg(tmp_path: Path, files: dict[str, str], *overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[
+                "task=custom",
+                f"task.data_files.train={files['train']}",
+                f"task.data_files.validation={files['validation']}",
+                "task.source_field=de",
+                "task.target_field=en",
+                "task.max_new_tokens=16",
+                "recipe=tiny",
+                "logger=none",
+                f"tokenizer.name_or_path={tmp_path / 'tokenizer'}",
+                "tokenizer.train_vocab_size=60",
+                *overrides,
+            ],
+        )
+
+
+def losses(output_dir: Path) -> list[float]:
+    state = json.loads(sorted(output_dir.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+@pytest.fixture(scope="module")
+def trained_large(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    files = write_task_files(root, n=48)
+    cfg = train_cfg(
+        root,
+        files,
+        *TINY_T5,
+        "recipe.max_steps=60",
+        "recipe.save_steps=60",
+        f"output_dir={root / 'large'}",
+        "model.architecture.num_decoder_layers=2",
+        "model.seed=1",
+    )
+    return root, files, train.run(cfg)
+
+
+def test_finetuning_lowers_the_loss_and_saves_a_loadable_model(trained_large):
+    root, _, final_dir = trained_large
+    history = losses(root / "large")
+    assert len(history) >= 10
+    assert sum(history[-3:]) / 3 < 0.8 * sum(history[:3]) / 3
+    model = AutoModelForSeq2SeqLM.from_pretrained(final_dir)
+    tokenizer = AutoTokenizer.from_pretrained(final_dir)
+    assert model.config.num_decoder_layers == 2 and tokenizer.eos_token == "</s>"
+
+
+def test_trained_tokenizer_round_trips(trained_large):
+    root, _, _ = trained_large
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+    ids = tokenizer("das haus ist klein .")["input_ids"]
+    assert ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "das haus ist klein ."
+
+
+def test_alignment_increases_agreement_with_the_large_model(trained_large):
+    root, files, large_dir = trained_large
+    small_cfg = train_cfg(
+        root,
+        files,
+        *TINY_T5,
+        "recipe.max_steps=8",
+        f"output_dir={root / 'small'}",
+        "model.architecture.num_decoder_layers=1",
+        "model.seed=2",
+    )
+    small_dir = train.run(small_cfg)
+    align_cfg = train_cfg(
+        root,
+        files,
+        "mode=align",
+        f"alignment.large={large_dir}",
+        "alignment.init=finetuned",
+        f"alignment.finetuned_small={small_dir}",
+        "alignment.batch_size=16",
+        "alignment.shard_size=20",
+        "recipe.max_steps=60",
+        f"output_dir={root / 'aligned'}",
+    )
+    aligned_dir = train.run(align_cfg)
+    calibration = json.loads(
+        "["
+        + ",".join(
+            (root / "aligned" / "calibration" / "shards" / "shard-00000.jsonl")
+            .read_text()
+            .splitlines()
+        )
+        + "]"
+    )
+    assert (
+        len(list((root / "aligned" / "calibration" / "shards").glob("*.jsonl"))) == 3
+    )  # 48 sources / 20
+    assert (root / "aligned" / "calibration" / "dataset").exists()
+    sources = [row["source"] for row in calibration]
+    targets = [row["target"] for row in calibration]
+    tokenizer = AutoTokenizer.from_pretrained(large_dir)
+    large = AutoModelForSeq2SeqLM.from_pretrained(large_dir)
+    before = token_agreement(
+        large, AutoModelForSeq2SeqLM.from_pretrained(small_dir), tokenizer, sources, targets
+    )
+    after = token_agreement(
+        large, AutoModelForSeq2SeqLM.from_pretrained(aligned_dir), tokenizer, sources, targets
+    )
+    assert after > before + 0.1
+
+
+def test_calibration_generation_resumes_from_written_shards(trained_large, tmp_path):
+    from bild_exp.training.alignment import generate_calibration_set
+
+    _, _, large_dir = trained_large
+    tokenizer = AutoTokenizer.from_pretrained(large_dir)
+    large = AutoModelForSeq2SeqLM.from_pretrained(large_dir)
+    sources = ["das haus ist klein .", "der hund ist alt .", "ich sehe die katze ."]
+    first = generate_calibration_set(
+        large, tokenizer, sources, tmp_path, batch_size=2, shard_size=2, max_new_tokens=8
+    )
+    shard = tmp_path / "shards" / "shard-00000.jsonl"
+    marker = shard.read_text().replace('"target": "', '"target": "KEPT ', 1)
+    shard.write_text(marker)  # a finished shard is never regenerated
+    (tmp_path / "shards" / "shard-00001.jsonl").unlink()  # as if killed before the last shard
+    second = generate_calibration_set(
+        large, tokenizer, sources, tmp_path, batch_size=2, shard_size=2, max_new_tokens=8
+    )
+    assert second["target"][0].startswith("KEPT ")
+    assert second["target"][1:] == first["target"][1:]
+    assert len(second) == 3
