@@ -79,7 +79,7 @@ def fake_summary() -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
-    for family, group in frame.groupby("family"):
+    for _, group in frame.groupby("family"):
         frame.loc[group.index, "pareto"] = pareto_mask(
             list(group["normalized_latency"]), list(group["bleu"])
         )

@@ -57,7 +57,8 @@ def interleaved_run(
         shift = index % len(chosen)
         for contender in chosen[shift:] + chosen[:shift]:
             result, seconds = timed(
-                lambda c=contender: c.decode(pair, item.input_ids, max_new_tokens), pair.device
+                lambda c=contender, ids=item.input_ids: c.decode(pair, ids, max_new_tokens),
+                pair.device,
             )
             rows.append(
                 {
