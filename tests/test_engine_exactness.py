@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bild_exp.decoding import generate
+from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from tests.tiny_models import FAMILIES, prompt, tiny_pair
 
 PROMPT_SEEDS = (0, 1, 2)
@@ -13,15 +14,7 @@ MAX_NEW = 24
 
 
 def hf_greedy(model, input_ids: torch.Tensor) -> list[int]:
-    output = model.generate(
-        input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=MAX_NEW,
-    )
-    n_prefix = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
-    return output[0, n_prefix:].tolist()
+    return hf_greedy_tokens(model, input_ids, MAX_NEW)
 
 
 def run(method: str, family: str, seed: int, **params):

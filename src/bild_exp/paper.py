@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bild_exp import plots
+from bild_exp.harness.report import TABLE_COLUMNS
 from bild_exp.harness.summary import quality_column
 
 EXPERIMENTS = ("table1", "table3", "table5", "fig2", "fig4", "fig5", "fig10")
@@ -91,12 +92,7 @@ def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
             rows += operating_point_rows(run_dir, published)
         else:
             columns = [
-                "study",
-                "small_variant",
-                "fallback_threshold",
-                "rollback_threshold",
-                "window",
-                "oracle_threshold",
+                *TABLE_COLUMNS,
                 "sampling",
                 quality,
                 "speedup",

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedModel, T5Config, T5ForConditionalGeneration
 
 from bild_exp.decoding import generate
+from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.timing import device_description, timed
 
 # t5-small's published shape (60M parameters) with random weights.
@@ -46,19 +47,6 @@ def t5_small_sized_model(seed: int = 0, device: str = "cpu") -> PreTrainedModel:
     return model.eval().to(device)
 
 
-@torch.inference_mode()
-def hf_generate_tokens(model: PreTrainedModel, input_ids: torch.Tensor, n_tokens: int) -> list[int]:
-    output = model.generate(
-        input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=n_tokens,
-        min_new_tokens=n_tokens,
-    )
-    return output[0, 1:].tolist()
-
-
 def measure_engine_speed(
     model: PreTrainedModel,
     input_length: int = 64,
@@ -76,7 +64,7 @@ def measure_engine_speed(
         return generate("large", large=model, input_ids=input_ids, max_new_tokens=n_tokens).tokens
 
     def hf() -> list[int]:
-        return hf_generate_tokens(model, input_ids, n_tokens)
+        return hf_greedy_tokens(model, input_ids, n_tokens, exact_length=True)
 
     engine_times, hf_times = [], []
     for repetition in range(warmup + repetitions):

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from bild_exp.decoding import GenerationResult, generate
-from bild_exp.decoding.runner import empty_cache
+from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.harness.models import LoadedPair
 
 
@@ -45,19 +45,9 @@ class Contender:
         )
 
 
-@torch.inference_mode()
 def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int) -> GenerationResult:
     """Vanilla large through HF ``generate`` (greedy), counted the same way as the engine."""
-    output = model.generate(
-        input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        past_key_values=empty_cache(model),
-    )
-    n_prefix = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
-    tokens = output[0, n_prefix:].tolist()
+    tokens = hf_greedy_tokens(model, input_ids, max_new_tokens)
     return GenerationResult(tokens=tokens, from_large=[True] * len(tokens), stats={})
 
 

@@ -90,3 +90,22 @@ def decode_hf_assisted(
     tokens = output[0, n_prefix:].tolist()
     stats = {"n_large_calls": large_calls[0], "n_small_calls": small_calls[0]}
     return GenerationResult(tokens=tokens, from_large=None, stats=stats)
+
+
+@torch.inference_mode()
+def hf_greedy_tokens(
+    model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int, exact_length: bool = False
+) -> list[int]:
+    """Plain HF ``generate`` greedy output (generated tokens only): the reference the engine
+    must match, and the ``vanilla large (HF generate)`` baseline. ``exact_length`` forbids
+    stopping before ``max_new_tokens``."""
+    output = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens if exact_length else None,
+        past_key_values=empty_cache(model),
+    )
+    return output[0, decoder_prefix(model, input_ids).shape[1] :].tolist()

@@ -61,8 +61,7 @@ def encode(
 
 
 def decode_once(run: RunConfig, pair: LoadedPair, input_ids: torch.Tensor, max_new_tokens: int):
-    small = None if run.method == "large" else pair.smalls[run.small_variant]
-    large = None if run.method == "small" else pair.large
+    large, small = pair.models_for(run.method, run.small_variant)
     return generate(
         run.method,
         large=large,

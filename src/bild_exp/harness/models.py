@@ -55,6 +55,14 @@ class LoadedPair:
     smalls: dict[str, PreTrainedModel] = field(default_factory=dict)  # variant -> model
     device: torch.device = torch.device("cpu")
 
+    def models_for(
+        self, method: str, small_variant: str
+    ) -> tuple[PreTrainedModel | None, PreTrainedModel | None]:
+        """(large, small) as ``generate`` takes them: each None where the method does not use it."""
+        large = None if method == "small" else self.large
+        small = None if method == "large" else self.smalls[small_variant]
+        return large, small
+
 
 def load_pair(pair_cfg: Any, variants: list[str], need_large: bool = True) -> LoadedPair:
     """Tokenizer, large model and the requested small variants, in eval mode on the device."""

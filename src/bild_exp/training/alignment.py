@@ -22,6 +22,19 @@ from bild_exp.decoding.runner import empty_cache
 log = logging.getLogger(__name__)
 
 
+def encode_sources(
+    tokenizer: PreTrainedTokenizerBase, sources: Sequence[str], max_source_length: int
+):
+    """A padded, truncated batch with its attention mask."""
+    return tokenizer(
+        list(sources),
+        max_length=max_source_length,
+        truncation=True,
+        padding=True,
+        return_tensors="pt",
+    )
+
+
 @torch.inference_mode()
 def large_greedy_outputs(
     large: PreTrainedModel,
@@ -31,13 +44,7 @@ def large_greedy_outputs(
     max_new_tokens: int,
 ) -> list[str]:
     """Greedy outputs of ``large`` for a batch of sources (padding handled by the mask)."""
-    batch = tokenizer(
-        list(sources),
-        max_length=max_source_length,
-        truncation=True,
-        padding=True,
-        return_tensors="pt",
-    ).to(large.device)
+    batch = encode_sources(tokenizer, sources, max_source_length).to(large.device)
     output = large.generate(
         **batch,
         do_sample=False,
@@ -108,13 +115,7 @@ def token_agreement(
 ) -> float:
     """Fraction of target positions where the small model's argmax equals the large model's
     (teacher-forced on ``targets``, e.g. the calibration outputs)."""
-    batch = tokenizer(
-        list(sources),
-        max_length=max_source_length,
-        truncation=True,
-        padding=True,
-        return_tensors="pt",
-    )
+    batch = encode_sources(tokenizer, sources, max_source_length)
     labels = tokenizer(text_target=list(targets), padding=True, return_tensors="pt")["input_ids"]
     mask = labels != tokenizer.pad_token_id
     labels = labels.masked_fill(~mask, -100)
