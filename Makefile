@@ -10,6 +10,7 @@ TORCH_CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c c
 # TASKS=... overrides the paper's tasks (e.g. TASKS=demo runs offline on the demo pair);
 # DRY_RUN=1 lists the planned runs without loading anything.
 LIMIT ?= null
+DEMO_LIMIT ?= 120
 DRY_RUN ?=
 SWEEP_FLAGS = data.limit=$(LIMIT) $(if $(DRY_RUN),dry_run=true,)
 PAPER_TASKS_ALL := iwslt17,wmt14,xsum,cnndm
@@ -58,7 +59,7 @@ demo-models: setup ## Train the demo tokenizer, large, small and aligned small m
 	$(PY) -m bild_exp.train +training=demo_align
 
 demo: setup ## Set up and run the offline demo sweep (shipped pair and corpus)
-	$(PY) -m bild_exp.sweep experiment=demo logger.mode=offline
+	$(PY) -m bild_exp.sweep experiment_name=demo data.limit=$(DEMO_LIMIT) logger.mode=offline
 
 bench: setup ## BiLD vs every baseline on the demo pair (or pair=/+task=), side by side in one run (~15 min)
 	$(PY) -m bild_exp.bench $(EXTRA)

@@ -91,7 +91,7 @@ def test_every_method_and_grid_plans(method, grid):
 def test_every_experiment_composes_with_each_paper_task(experiment):
     for task in ("iwslt17", "wmt14", "xsum", "cnndm", "demo"):
         cfg = sweep_cfg(f"+experiment={experiment}", f"+task={task}")
-        assert cfg.experiment == experiment
+        assert cfg.experiment_name == experiment
         assert plan_runs(cfg)
 
 

@@ -104,7 +104,7 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     pair = load_pair(cfg.pair, variants)
     device = device_description(pair.device)
     fingerprint = compatibility(cfg, task, device["device_name"])
-    run_dir = Path(cfg.results_dir) / cfg.experiment / (cfg.run or f"{task.name}_{cfg.pair.name}")
+    run_dir = Path(cfg.results_dir) / cfg.experiment_name / (cfg.run or f"{task.name}_{cfg.pair.name}")
     store, baselines = (
         RecordStore(run_dir),
         RecordStore(Path(cfg.baselines_dir) / short_hash(fingerprint)),
@@ -139,6 +139,8 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     manifest = build_manifest(cfg, examples, items, n_empty, device, dataset_fingerprint(examples))
     write_outputs(run_dir, summary, points, manifest, quality, cfg)
     print(format_summary(summary, quality, device))
+    print("\nOperating points (best speedup with quality within the tolerance of vanilla large):")
+    print(points.round(3).to_string(index=False))
     return SweepOutcome(run_dir, records, summary, points)
 
 

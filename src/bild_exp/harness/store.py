@@ -56,7 +56,7 @@ class RecordStore:
                 raise IncompatibleResultsError(
                     f"results folder {str(self.directory)!r} was written with {key}={stored.get(key)!r}, "
                     f"this run has {key}={fingerprint.get(key)!r}: accepted the same settings, "
-                    "or a new folder (set run=<name> or experiment=<name>)"
+                    "or a new folder (set run=<name> or experiment_name=<name>)"
                 )
             return
         atomic_write_json(path, fingerprint)

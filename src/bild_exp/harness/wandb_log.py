@@ -25,7 +25,7 @@ def log_sweep(
         entity=cfg.logger.get("entity"),
         mode=mode,
         dir=str(run_dir),
-        name=f"{cfg.experiment}/{run_dir.name}",
+        name=f"{cfg.experiment_name}/{run_dir.name}",
         tags=list(cfg.logger.get("tags") or []),
         config=OmegaConf.to_container(cfg, resolve=True),
         settings=wandb.Settings(init_timeout=60, silent=True),
