@@ -64,7 +64,11 @@ def test_custom_task_needs_its_file():
     cfg = sweep_cfg(
         "+task=custom", "task.data_files.validation=/tmp/dev.jsonl", "pair=t5_small_large"
     )
-    assert task_from_config(cfg.task).data_files == {"validation": "/tmp/dev.jsonl"}
+    assert task_from_config(cfg.task).data_files == {
+        "train": None,
+        "validation": "/tmp/dev.jsonl",
+        "test": None,
+    }
 
 
 def test_no_task_means_the_demo_task():

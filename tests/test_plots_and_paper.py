@@ -78,7 +78,7 @@ def fake_summary() -> pd.DataFrame:
                 "pareto": False,
             }
         )
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).assign(sampling="greedy", top_p=None, temperature=None, seed=None)
     for _, group in frame.groupby("family"):
         frame.loc[group.index, "pareto"] = pareto_mask(
             list(group["normalized_latency"]), list(group["bleu"])

@@ -104,7 +104,9 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     pair = load_pair(cfg.pair, variants)
     device = device_description(pair.device)
     fingerprint = compatibility(cfg, task, device["device_name"])
-    run_dir = Path(cfg.results_dir) / cfg.experiment_name / (cfg.run or f"{task.name}_{cfg.pair.name}")
+    run_dir = (
+        Path(cfg.results_dir) / cfg.experiment_name / (cfg.run or f"{task.name}_{cfg.pair.name}")
+    )
     store, baselines = (
         RecordStore(run_dir),
         RecordStore(Path(cfg.baselines_dir) / short_hash(fingerprint)),
