@@ -1,0 +1,1 @@
+"""Hydra configs; a package so an installed bild_exp finds them (pkg://bild_exp.conf)."""
