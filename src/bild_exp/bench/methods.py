@@ -54,9 +54,15 @@ def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int) -> Generati
 def best_point(
     summary: pd.DataFrame, family: str, quality: str, tolerance: float
 ) -> pd.Series | None:
-    """Fastest configuration of ``family`` with quality >= vanilla large - tolerance."""
+    """Fastest configuration of ``family`` with quality >= vanilla large - tolerance.
+
+    ``family`` is ``study/variant``, or ``study/*`` for any small-model variant."""
     vanilla = summary[summary["method"] == "large"][quality].iloc[0]
-    group = summary[(summary["family"] == family) & (summary[quality] >= vanilla - tolerance)]
+    study, variant = family.split("/")
+    in_family = summary["study"] == study
+    if variant != "*":
+        in_family &= summary["small_variant"] == variant
+    group = summary[in_family & (summary[quality] >= vanilla - tolerance)]
     group = group.dropna(subset=["speedup"])
     return None if group.empty else group.loc[group["speedup"].idxmax()]
 
@@ -102,24 +108,32 @@ def contenders(
                         {**thresholds, "rollback_threshold": None},
                     )
                 )
+    hf_variant = "base"
     for family, label, name in (
-        ("speculative/base", "speculative", "window"),
-        ("hf_assisted/base", "HF assisted constant", "num_assistant_tokens"),
+        ("speculative/*", "speculative", "window"),
+        ("hf_assisted/*", "HF assisted constant", "num_assistant_tokens"),
     ):
         row = best_point(summary, family, quality, tolerances[0])
         notes.append(selection_note(family, tolerances[0], row, quality))
-        if row is not None:
-            method = "speculative" if family.startswith("speculative") else "hf_assisted"
-            chosen.append(
-                Contender(
-                    f"{label} ({name}={int(row[name])})", method, "base", {name: int(row[name])}
-                )
+        if row is None:
+            continue
+        method, variant = family.split("/")[0], row["small_variant"]
+        hf_variant = variant if method == "hf_assisted" else hf_variant
+        small = "aligned" if variant == "aligned" else "unaligned"
+        chosen.append(
+            Contender(
+                f"{label} ({name}={int(row[name])}, {small} small)",
+                method,
+                variant,
+                {name: int(row[name])},
             )
+        )
+    # HF's own adaptive schedules use the small model its best constant window used.
     chosen.append(
         Contender(
             "HF assisted heuristic",
             "hf_assisted",
-            "base",
+            hf_variant,
             {"num_assistant_tokens_schedule": "heuristic"},
         )
     )
@@ -127,7 +141,7 @@ def contenders(
         Contender(
             f"HF assisted confidence {hf_confidence_threshold:g}",
             "hf_assisted",
-            "base",
+            hf_variant,
             {"assistant_confidence_threshold": hf_confidence_threshold},
         )
     )
