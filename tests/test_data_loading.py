@@ -70,38 +70,30 @@ def test_real_formats_load_from_local_files(tmp_path, name, fmt):
         assert examples[0].id == first["id"]
 
 
-def test_csv_custom_task(tmp_path):
-    path = tmp_path / "dev.csv"
-    pd.DataFrame({"src": ["a b c", "d e f"], "ref": ["x", "y"]}).to_csv(path, index=False)
-    task = TaskSpec(
+def custom_task(path) -> TaskSpec:
+    return TaskSpec(
         name="custom",
         metric="bleu",
         source_field="src",
         target_field="ref",
         data_files={"validation": str(path)},
     )
+
+
+def test_csv_custom_task(tmp_path):
+    path = tmp_path / "dev.csv"
+    pd.DataFrame({"src": ["a b c", "d e f"], "ref": ["x", "y"]}).to_csv(path, index=False)
+    task = custom_task(path)
     assert [e.source for e in load_examples(task)] == ["a b c", "d e f"]
 
 
 def test_missing_file_and_columns(tmp_path):
-    task = TaskSpec(
-        name="custom",
-        metric="bleu",
-        source_field="src",
-        target_field="ref",
-        data_files={"validation": str(tmp_path / "nope.jsonl")},
-    )
+    task = custom_task(tmp_path / "nope.jsonl")
     with pytest.raises(DataError, match="does not exist"):
         load_examples(task)
     path = tmp_path / "dev.jsonl"
     path.write_text(json.dumps({"source": "a", "target": "b"}) + "\n")
-    task = TaskSpec(
-        name="custom",
-        metric="bleu",
-        source_field="src",
-        target_field="ref",
-        data_files={"validation": str(path)},
-    )
+    task = custom_task(path)
     with pytest.raises(DataError, match=r"lacks column\(s\) \['src', 'ref'\]"):
         load_examples(task)
 

@@ -10,6 +10,19 @@ from bild_exp.data.tasks import resolve_path
 from tests.test_sweep import compose_sweep
 
 
+def demo_overrides(tmp_path, limit: int, *extra: str) -> list[str]:
+    return [
+        *extra,
+        f"results_dir={tmp_path}",
+        "logger=none",
+        "progress=false",
+        f"data.limit={limit}",
+        "data.warmup=0",
+        "grid.fallback_threshold=[0.5]",
+        "grid.rollback_threshold=[2.0]",
+    ]
+
+
 def test_shipped_pair_loads_and_shares_the_tokenizer():
     tokenizer = AutoTokenizer.from_pretrained(resolve_path("package://assets/demo-pair/tokenizer"))
     for name in ("large", "small", "small-aligned"):
@@ -24,18 +37,7 @@ def test_shipped_pair_loads_and_shares_the_tokenizer():
 
 
 def test_default_sweep_is_the_demo_task_on_the_shipped_pair(tmp_path):
-    cfg = compose_sweep(
-        [
-            f"results_dir={tmp_path}",
-            "logger=none",
-            "progress=false",
-            "data.limit=3",
-            "data.warmup=0",
-            "grid.fallback_threshold=[0.5]",
-            "grid.rollback_threshold=[2.0]",
-            "grid.window=[3]",
-        ]
-    )
+    cfg = compose_sweep(demo_overrides(tmp_path, 3, "grid.window=[3]"))
     outcome = sweep.run(cfg)
     assert outcome.run_dir == tmp_path / "sweep" / "demo_demo"
     summary = pd.read_csv(outcome.run_dir / "summary.csv")
@@ -51,19 +53,7 @@ def test_default_sweep_is_the_demo_task_on_the_shipped_pair(tmp_path):
 
 
 def test_paper_target_runs_end_to_end_on_the_demo_pair(tmp_path):
-    cfg = compose_sweep(
-        [
-            "+experiment=fig5",
-            "+task=demo",
-            f"results_dir={tmp_path}",
-            "logger=none",
-            "progress=false",
-            "data.limit=2",
-            "data.warmup=0",
-            "grid.fallback_threshold=[0.5]",
-            "grid.rollback_threshold=[2.0]",
-        ]
-    )
+    cfg = compose_sweep(demo_overrides(tmp_path, 2, "+experiment=fig5", "+task=demo"))
     outcome = sweep.run(cfg)
     assert outcome.run_dir == tmp_path / "fig5" / "demo_demo"
     assert set(outcome.summary["study"]) == {

@@ -46,6 +46,14 @@ def tiny_overrides(assets, results: Path, *extra: str) -> list[str]:
     ]
 
 
+ONE_BILD_POINT = (
+    "method=bild",
+    "grid.fallback_threshold=[0.5]",
+    "grid.rollback_threshold=[2.0]",
+    "pair.small_variants=[base]",
+)
+
+
 def compose_sweep(overrides: list[str]):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="sweep", overrides=overrides)
@@ -87,14 +95,7 @@ def test_sweep_writes_records_summary_and_manifest(tiny_assets, tmp_path):
 
 
 def test_second_run_skips_everything_done(tiny_assets, tmp_path):
-    overrides = tiny_overrides(
-        tiny_assets,
-        tmp_path,
-        "method=bild",
-        "grid.fallback_threshold=[0.5]",
-        "grid.rollback_threshold=[2.0]",
-        "pair.small_variants=[base]",
-    )
+    overrides = tiny_overrides(tiny_assets, tmp_path, *ONE_BILD_POINT)
     first = sweep.run(compose_sweep(overrides))
     parts_before = sorted((first.run_dir / "parts").glob("*.parquet"))
     second = sweep.run(compose_sweep(overrides))

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from bild_exp import sweep
 from bild_exp.wandb_setup import report_to, resolve_mode
-from tests.test_sweep import compose_sweep, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
+from tests.test_sweep import ONE_BILD_POINT, compose_sweep, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
 
 
 def logger_cfg(**values):
@@ -41,14 +41,7 @@ def test_mode_resolution(monkeypatch, caplog, tmp_path):
 
 def test_offline_run_is_written_next_to_the_results(tiny_assets, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    overrides = tiny_overrides(
-        tiny_assets,
-        tmp_path,
-        "method=bild",
-        "grid.fallback_threshold=[0.5]",
-        "grid.rollback_threshold=[2.0]",
-        "pair.small_variants=[base]",
-    )
+    overrides = tiny_overrides(tiny_assets, tmp_path, *ONE_BILD_POINT)
     overrides = [o for o in overrides if o != "logger=none"] + [
         "logger=wandb",
         "logger.mode=offline",

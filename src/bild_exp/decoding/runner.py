@@ -16,17 +16,17 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 
+# transformers < 5.20 takes the final length (``crop(max_length)``); newer releases take a
+# negative count of positions to drop (``crop(tokens_to_remove)``). Checked once, not per crop.
+CROP_TAKES_COUNT = "tokens_to_remove" in inspect.signature(Cache.crop).parameters
+
 
 def crop_cache(cache: Cache, keep_length: int) -> None:
-    """Crop a Hugging Face cache in place to its first ``keep_length`` positions.
-
-    transformers < 5.20 takes the final length (``crop(max_length)``); newer
-    releases take a negative count of positions to drop (``crop(tokens_to_remove)``).
-    """
+    """Crop a Hugging Face cache in place to its first ``keep_length`` positions."""
     n_remove = cache.get_seq_length() - keep_length
     if n_remove <= 0:
         return
-    if "tokens_to_remove" in inspect.signature(cache.crop).parameters:
+    if CROP_TAKES_COUNT:
         cache.crop(-n_remove)
     else:
         cache.crop(keep_length)

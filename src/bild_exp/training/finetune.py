@@ -7,6 +7,7 @@ the final model and tokenizer go to ``output_dir/final``.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 log = logging.getLogger(__name__)
+TRAINER_STATE = "trainer_state.json"
 
 
 def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -96,6 +98,9 @@ def finetune(
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(final_dir)
+    trainer.state.save_to_json(
+        str(final_dir / TRAINER_STATE)
+    )  # the loss history, shipped with the model
     if eval_dataset is not None:
         metrics = trainer.evaluate()
         trainer.save_metrics("eval", metrics)
@@ -109,3 +114,5 @@ def export_model(source_dir: Path, target_dir: Path, dtype: str = "bfloat16") ->
     model = AutoModelForSeq2SeqLM.from_pretrained(source_dir)
     model.to(getattr(torch, dtype)).save_pretrained(target_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(source_dir).save_pretrained(target_dir)
+    if (source_dir / TRAINER_STATE).exists():
+        shutil.copyfile(source_dir / TRAINER_STATE, target_dir / TRAINER_STATE)
