@@ -12,15 +12,19 @@ TORCH_CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c c
 LIMIT ?= null
 DEMO_LIMIT ?= 120
 DRY_RUN ?=
-SWEEP_FLAGS = data.limit=$(LIMIT) $(if $(DRY_RUN),dry_run=true,)
+# RESULTS=... writes under another folder (make demo-figures uses results/demo).
+RESULTS ?= results
+DEMO_FIGURE_LIMIT ?= 100
+SWEEP_FLAGS = data.limit=$(LIMIT) results_dir=$(RESULTS) $(if $(DRY_RUN),dry_run=true,)
 PAPER_TASKS_ALL := iwslt17,wmt14,xsum,cnndm
 PAPER_TASKS_TWO := iwslt17,xsum
+PAPER_TASKS_TRANSLATION := iwslt17,wmt14
 define paper_target
 	$(PY) -m bild_exp.sweep -m +experiment=$(1) +task=$(or $(TASKS),$(2)) $(SWEEP_FLAGS) $(EXTRA)
-	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1))
+	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo bench sweep table1 table3 table5 fig2 fig4 fig5 fig10 paper clean
+.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo bench sweep table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper clean demo-figures demo-early-exit
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -82,10 +86,26 @@ fig4: setup ## Paper Figure 4: Pareto curves, unaligned vs aligned BiLD
 fig5: setup ## Paper Figure 5: fallback / rollback ablations
 	$(call paper_target,fig5,$(PAPER_TASKS_TWO))
 
+fig6: setup ## Paper Figure 6: BiLD early exit vs the full model (translation tasks)
+	$(call paper_target,fig6,$(PAPER_TASKS_TRANSLATION))
+
+fig7: setup ## Paper Figure 7: BiLD early exit vs CALM (translation tasks)
+	$(call paper_target,fig7,$(PAPER_TASKS_TRANSLATION))
+
+fig8: setup ## Paper Figure 8: analytical FLOPs, memory traffic and arithmetic intensity
+	$(call paper_target,fig8,$(PAPER_TASKS_TWO))
+
+demo-figures: setup ## Figures 6, 7 and 8 on the demo task (early-exit demo models) into results/demo
+	$(MAKE) fig6 fig7 fig8 TASKS=demo LIMIT=$(DEMO_FIGURE_LIMIT) RESULTS=results/demo
+
+demo-early-exit: setup ## Fine-tune the demo early-exit (BiLD) and CALM models from the demo large model
+	$(PY) -m bild_exp.train +training=demo_early_exit
+	$(PY) -m bild_exp.train +training=demo_calm
+
 fig10: setup ## Paper Figure 10: threshold maps
 	$(call paper_target,fig10,$(PAPER_TASKS_TWO))
 
-paper: table1 table3 table5 fig2 fig4 fig5 fig10 ## Every paper target
+paper: table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 ## Every paper target
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from tests.harness_fixtures import write_task_files, write_tiny_pair  # noqa: E402
 from tests.tiny_models import FAMILIES, tiny_pair  # noqa: E402
 
 
@@ -21,3 +22,10 @@ def family(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def pair(family: str):
     return tiny_pair(family, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory):
+    """A tiny T5 pair (tokenizer, large, small, aligned small) and a tiny task on disk."""
+    root = tmp_path_factory.mktemp("assets")
+    return write_tiny_pair(root / "pair"), write_task_files(root)

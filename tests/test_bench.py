@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from bild_exp.bench.cost_model import CallTimes, ideal_bild_speedup, predicted_latency
 from bild_exp.bench.run import bootstrap_speedup, run
 from bild_exp.sweep import with_default_task
-from tests.test_sweep import CONF_DIR, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
+from tests.test_sweep import CONF_DIR, tiny_overrides
 
 
 def test_cost_model_by_hand():
@@ -31,7 +31,7 @@ def test_bootstrap_interval_contains_the_point_estimate():
     assert low <= reference.sum() / mine.sum() <= high
 
 
-def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):  # noqa: F811
+def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):
     overrides = tiny_overrides(tiny_assets, tmp_path, "pair.small_variants=[base,aligned]")
     overrides = [o for o in overrides if not o.startswith("data.limit")]
     overrides += [

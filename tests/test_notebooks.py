@@ -10,13 +10,13 @@ import pytest
 from nbclient import NotebookClient
 
 from bild_exp import sweep
-from tests.test_sweep import compose_sweep, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
+from tests.test_sweep import compose_sweep, tiny_overrides
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
-def results_dir(tiny_assets, tmp_path_factory):  # noqa: F811
+def results_dir(tiny_assets, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     overrides = tiny_overrides(
         tiny_assets,

@@ -11,7 +11,7 @@ import pytest
 
 from bild_exp import paper, plots, sweep
 from bild_exp.harness.summary import operating_points, pareto_mask
-from tests.test_sweep import compose_sweep, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
+from tests.test_sweep import compose_sweep, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_every_figure_is_written(tmp_path):
     assert all(path.exists() and path.stat().st_size > 1000 for path in written)
 
 
-def test_paper_comparison_from_a_results_folder(tiny_assets, tmp_path, monkeypatch):  # noqa: F811
+def test_paper_comparison_from_a_results_folder(tiny_assets, tmp_path, monkeypatch):
     overrides = tiny_overrides(
         tiny_assets,
         tmp_path,
@@ -135,7 +135,10 @@ def test_published_table1_numbers_are_the_papers():
     assert vanilla.to_dict() == {"iwslt17": 40.32, "wmt14": 31.38, "xsum": 35.08, "cnndm": 41.54}
 
 
-@pytest.mark.parametrize("target", ["table1", "table3", "table5", "fig2", "fig4", "fig5", "fig10"])
+@pytest.mark.parametrize(
+    "target",
+    ["table1", "table3", "table5", "fig2", "fig4", "fig5", "fig6", "fig7", "fig8", "fig10"],
+)
 def test_make_targets_plan_without_loading(target):
     out = subprocess.run(
         [

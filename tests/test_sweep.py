@@ -11,15 +11,8 @@ from hydra import compose, initialize_config_dir
 
 from bild_exp import sweep
 from bild_exp.harness.store import IncompatibleResultsError
-from tests.harness_fixtures import write_task_files, write_tiny_pair
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-@pytest.fixture(scope="module")
-def tiny_assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    return write_tiny_pair(root / "pair"), write_task_files(root)
 
 
 def tiny_overrides(assets, results: Path, *extra: str) -> list[str]:

@@ -6,11 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    Seq2SeqTrainingArguments,
+)
 
 from bild_exp import train
+from bild_exp.decoding.layers import exit_logits
 from bild_exp.training.alignment import token_agreement
+from bild_exp.training.exit_loss import ExitLossTrainer, exit_loss_weights, resolve_exit_layers
+from bild_exp.training.finetune import tokenize_pairs
 from tests.harness_fixtures import write_task_files
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -151,3 +160,67 @@ def test_calibration_generation_resumes_from_written_shards(trained_large, tmp_p
     assert second["target"][0].startswith("KEPT ")
     assert second["target"][1:] == first["target"][1:]
     assert len(second) == 3
+
+
+def test_exit_loss_weights_and_depths_by_hand():
+    assert resolve_exit_layers([1, "last"], 8) == [1, 8]
+    assert resolve_exit_layers("all", 3) == [1, 2, 3]
+    assert exit_loss_weights([1, 8], "equal") == [0.5, 0.5]
+    # CALM: w_i = i / sum_j j over 1..4 -> 1/10, 2/10, 3/10, 4/10
+    assert exit_loss_weights([1, 2, 3, 4], "depth") == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert exit_loss_weights([2, 4], [1, 3]) == [0.25, 0.75]
+    with pytest.raises(
+        ValueError, match=r"^exit_loss.layers entry=9 is invalid: accepted a depth in 1\.\.8"
+    ):
+        resolve_exit_layers([1, 9], 8)
+    with pytest.raises(ValueError, match=r"^exit_loss.weights='sqrt' is invalid"):
+        exit_loss_weights([1, 8], "sqrt")
+    with pytest.raises(ValueError, match=r"^exit_loss.weights=\[1\] is invalid: accepted 2"):
+        exit_loss_weights([1, 8], [1])
+
+
+def exit_losses(model, batch) -> list[float]:
+    """Cross-entropy of every decoder depth's exit on one batch."""
+    outputs = model(**batch, output_hidden_states=True)
+    losses = []
+    for depth in range(1, model.config.num_decoder_layers):
+        logits = exit_logits(model, outputs.decoder_hidden_states[depth])
+        losses.append(
+            float(
+                torch.nn.functional.cross_entropy(
+                    logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100
+                )
+            )
+        )
+    return [*losses, float(outputs.loss)]
+
+
+def test_exit_loss_training_averages_the_exit_and_final_losses(trained_large, tmp_path):
+    root, files, final_dir = trained_large
+    tokenizer = AutoTokenizer.from_pretrained(final_dir)
+    pairs = tokenize_pairs(
+        tokenizer, ["ein kleines Haus", "der Hund"], ["a small house", "the dog"], 16, 16
+    )
+    batch = DataCollatorForSeq2Seq(tokenizer)([dict(row) for row in pairs])
+    model = AutoModelForSeq2SeqLM.from_pretrained(final_dir).eval()
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none")
+    trainer = ExitLossTrainer(model=model, args=args, exit_depths=[1, 2], exit_weights=[0.5, 0.5])
+    with torch.no_grad():
+        before = exit_losses(model, batch)
+        combined = trainer.compute_loss(model, batch)
+    assert float(combined) == pytest.approx((before[0] + before[1]) / 2, rel=1e-5)
+    cfg = train_cfg(
+        root,
+        files,
+        "model.init=pretrained",
+        f"model.name_or_path={final_dir}",
+        "exit_loss.layers=[1,last]",
+        "recipe.max_steps=40",
+        "recipe.save_steps=40",
+        f"output_dir={tmp_path / 'early-exit'}",
+    )
+    tuned = AutoModelForSeq2SeqLM.from_pretrained(train.run(cfg)).eval()
+    with torch.no_grad():
+        after = exit_losses(tuned, batch)
+    # the exit layer, never trained to predict before, learns to
+    assert after[0] < 0.8 * before[0]

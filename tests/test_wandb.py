@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from bild_exp import sweep
 from bild_exp.wandb_setup import report_to, resolve_mode
-from tests.test_sweep import ONE_BILD_POINT, compose_sweep, tiny_assets, tiny_overrides  # noqa: F401 (fixture)
+from tests.test_sweep import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
 
 def logger_cfg(**values):
@@ -39,7 +39,7 @@ def test_mode_resolution(monkeypatch, caplog, tmp_path):
     assert report_to(OmegaConf.create({"name": "none"})) == "none"
 
 
-def test_offline_run_is_written_next_to_the_results(tiny_assets, tmp_path, monkeypatch):  # noqa: F811
+def test_offline_run_is_written_next_to_the_results(tiny_assets, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     overrides = tiny_overrides(tiny_assets, tmp_path, *ONE_BILD_POINT)
     overrides = [o for o in overrides if o != "logger=none"] + [
@@ -63,7 +63,7 @@ def test_offline_run_is_written_next_to_the_results(tiny_assets, tmp_path, monke
     )  # the plot was logged
 
 
-def test_wandb_failure_keeps_local_results(tiny_assets, tmp_path, monkeypatch):  # noqa: F811
+def test_wandb_failure_keeps_local_results(tiny_assets, tmp_path, monkeypatch):
     import wandb
 
     def broken_init(*args, **kwargs):

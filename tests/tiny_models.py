@@ -21,6 +21,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from bild_exp.training.exit_loss import decoder_hidden_states, weighted_exit_loss
+
 VOCAB_SIZE = 64
 EOS = 1
 FAMILIES = ("t5", "bart", "gpt2", "llama")
@@ -129,21 +131,32 @@ def synthetic_batch(
     return source, target
 
 
-def train_briefly(model: PreTrainedModel, steps: int, seed: int) -> PreTrainedModel:
-    """Fit the synthetic task for a few steps so greedy outputs are varied, not degenerate."""
+def train_briefly(
+    model: PreTrainedModel, steps: int, seed: int, exit_depths: tuple[int, ...] = ()
+) -> PreTrainedModel:
+    """Fit the synthetic task for a few steps so greedy outputs are varied, not degenerate.
+
+    With ``exit_depths`` the loss is the equal-weight average of those depths' exit losses.
+    """
     generator = torch.Generator().manual_seed(seed)
+    weights = [1 / len(exit_depths) for _ in exit_depths]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
         source, target = synthetic_batch(32, generator)
         if model.config.is_encoder_decoder:
-            loss = model(input_ids=source, labels=target).loss
+            inputs = {"input_ids": source, "labels": target}
         else:
             separator = torch.full((source.shape[0], 1), SEPARATOR)
             sequence = torch.cat([source, separator, target], dim=1)
             labels = sequence.clone()
             labels[:, : source.shape[1] + 1] = -100
-            loss = model(input_ids=sequence, labels=labels).loss
+            inputs = {"input_ids": sequence, "labels": labels}
+        outputs = model(**inputs, output_hidden_states=bool(exit_depths))
+        loss = outputs.loss
+        if exit_depths:
+            hidden = decoder_hidden_states(model, outputs)
+            loss = weighted_exit_loss(model, hidden, loss, inputs["labels"], exit_depths, weights)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -155,6 +168,20 @@ def _trained_pair(family: str, seed: int) -> tuple[PreTrainedModel, PreTrainedMo
     large = train_briefly(tiny_model(family, 1000 + seed, layers=2, width=64), 150, seed)
     small = train_briefly(tiny_model(family, 2000 + seed, layers=1, width=32), 60, seed)
     return large, small
+
+
+EARLY_EXIT_FAMILIES = ("t5", "gpt2", "llama")
+EARLY_EXIT_DEPTH = 4
+
+
+@functools.cache
+def tiny_early_exit_model(family: str) -> PreTrainedModel:
+    """A 4-layer model trained with the average of its depth-1, -2 and -4 exit losses."""
+    model = tiny_model(family, 3000, layers=EARLY_EXIT_DEPTH, width=64)
+    # fewer steps for decoder-only models: they learn the chain task faster, and a depth-1
+    # exit that already equals the full model would make the exactness tests trivial
+    steps = 150 if model.config.is_encoder_decoder else 100
+    return train_briefly(model, steps, 0, exit_depths=(1, 2, EARLY_EXIT_DEPTH))
 
 
 def tiny_pair(family: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedModel]:

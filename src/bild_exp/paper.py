@@ -20,7 +20,18 @@ from bild_exp import plots
 from bild_exp.harness.report import TABLE_COLUMNS
 from bild_exp.harness.summary import quality_column
 
-EXPERIMENTS = ("table1", "table3", "table5", "fig2", "fig4", "fig5", "fig10")
+EXPERIMENTS = (
+    "table1",
+    "table3",
+    "table5",
+    "fig2",
+    "fig4",
+    "fig5",
+    "fig6",
+    "fig7",
+    "fig8",
+    "fig10",
+)
 
 
 def published_table1() -> pd.DataFrame:
@@ -90,6 +101,9 @@ def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
         summary = pd.read_csv(run_dir / "summary.csv")
         if experiment in ("table1", "fig4"):
             rows += operating_point_rows(run_dir, published)
+        elif experiment == "fig8":
+            points = pd.read_csv(run_dir / "operating_points.csv")
+            rows += plots.cost_rows(summary, points).assign(task=task).to_dict("records")
         else:
             columns = [
                 *TABLE_COLUMNS,
@@ -98,6 +112,7 @@ def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
                 "speedup",
                 "fallback_pct",
                 "rollback_pct",
+                *(["mean_exit_layer"] if experiment in ("fig6", "fig7") else []),
             ]
             frame = summary[[c for c in columns if c in summary]].assign(task=task)
             rows += frame.to_dict("records")
@@ -110,6 +125,9 @@ def draw_figures(experiment: str, summary: pd.DataFrame, quality: str, run_dir: 
         plots.oracle_curve(summary, quality, run_dir / "fig2_oracle")
     elif experiment == "fig5":
         plots.pareto_figure(summary, quality, run_dir / "fig5_ablations", title="ablations")
+    elif experiment == "fig8":
+        points = pd.read_csv(run_dir / "operating_points.csv")
+        plots.cost_figure(summary, points, run_dir / "fig8_costs")
     elif experiment == "fig10":
         plots.threshold_map(summary, quality, run_dir / "fig10_thresholds")
     else:

@@ -7,6 +7,11 @@
 - :func:`threshold_map`: Figure 10 (quality and speedup over alpha_FB x alpha_RB).
 - :func:`oracle_curve`: Figure 2 (quality vs fraction of tokens the large model replaced).
 - :func:`token_authorship`: Figure 9 (which model wrote each token of one output).
+- :func:`cost_figure`: Figure 8 (analytical FLOPs, bytes moved and arithmetic intensity per
+  token of vanilla large, vanilla small and BiLD's operating points, normalised to vanilla).
+
+Figures 6 and 7 (BiLD early exit vs the full model, vs CALM) are :func:`pareto_figure`
+over the families ``small/early_exit``, ``bild/early_exit`` and ``calm``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ FAMILY_LABELS = {
     "hf_assisted/base": "HF assisted",
     "small/base": "vanilla small",
     "small/aligned": "vanilla small (aligned)",
+    "bild/early_exit": "BiLD (early exit)",
+    "small/early_exit": "exit layers only",
+    "calm": "CALM",
+}
+COST_COLUMNS = {
+    "flops_per_token": "FLOPs",
+    "mops_bytes_per_token": "memory traffic (MOPs)",
+    "arithmetic_intensity": "arithmetic intensity",
 }
 
 
@@ -138,4 +151,47 @@ def token_authorship(
     axis.set_xlim(0, 1.05)
     axis.set_ylim(-len(lines), 0.5)
     axis.set_title("blue: small model, orange: large model", fontsize=9)
+    return save(figure, stem)
+
+
+def cost_rows(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Vanilla large, vanilla small and each BiLD operating point, costs normalised to vanilla."""
+    large = summary[summary["method"] == "large"]
+    if large.empty or large["flops_per_token"].isna().all():
+        return pd.DataFrame()
+    vanilla = large.iloc[0]
+    chosen = [("vanilla large", vanilla)]
+    for _, row in summary[summary["method"] == "small"].iterrows():
+        chosen.append((FAMILY_LABELS.get(row["family"], row["family"]), row))
+    by_id = summary.set_index("config_id")
+    for _, point in points.dropna(subset=["config_id"]).iterrows():
+        if not str(point["family"]).startswith("bild"):
+            continue
+        label = FAMILY_LABELS.get(point["family"], point["family"])
+        chosen.append((f"{label}, within {point['tolerance']:g}", by_id.loc[point["config_id"]]))
+    rows = []
+    for label, row in chosen:
+        entry = {"config": label, "speedup": row.get("speedup")}
+        for column in COST_COLUMNS:
+            entry[column] = row[column]
+            entry[f"{column}_normalized"] = row[column] / vanilla[column]
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def cost_figure(summary: pd.DataFrame, points: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 8: grouped bars of FLOPs, MOPs and arithmetic intensity, vanilla large = 1."""
+    rows = cost_rows(summary, points)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(rows), 1)
+    for index, (_, row) in enumerate(rows.iterrows()):
+        values = [row[f"{column}_normalized"] for column in COST_COLUMNS]
+        offsets = [group + (index - (len(rows) - 1) / 2) * width for group in range(3)]
+        axis.bar(offsets, values, width, label=row["config"])
+    axis.set_xticks(range(3), list(COST_COLUMNS.values()))
+    axis.axhline(1.0, color="gray", ls="--", lw=0.8)
+    axis.set_ylabel("per generated token, normalised to vanilla large")
+    axis.set_title("analytical cost per token")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3, axis="y")
     return save(figure, stem)

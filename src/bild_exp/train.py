@@ -13,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from bild_exp.data.tasks import load_examples, resolve_path, task_from_config
+from bild_exp.decoding.layers import decoder_depth
 from bild_exp.training.alignment import generate_calibration_set
+from bild_exp.training.exit_loss import exit_loss_weights, resolve_exit_layers
 from bild_exp.training.finetune import build_model, export_model, finetune, tokenize_pairs
 from bild_exp.training.tokenizer import train_unigram_tokenizer
 from bild_exp.wandb_setup import report_to
@@ -66,6 +68,21 @@ def training_pairs(cfg: DictConfig, task, tokenizer) -> tuple[list[str], list[st
     return calibration["source"], calibration["target"], model_cfg
 
 
+def exit_loss_setting(cfg: DictConfig, model) -> tuple[list[int], list[float]] | None:
+    """(depths, weights) of the early-exit loss, or None for the usual final-layer loss."""
+    exit_cfg = cfg.get("exit_loss")
+    if exit_cfg is None or exit_cfg.get("layers") is None:
+        return None
+    layers = exit_cfg.layers
+    layers = OmegaConf.to_container(layers, resolve=True) if OmegaConf.is_list(layers) else layers
+    weights = exit_cfg.get("weights", "equal")
+    weights = (
+        OmegaConf.to_container(weights, resolve=True) if OmegaConf.is_list(weights) else weights
+    )
+    depths = resolve_exit_layers(layers, decoder_depth(model))
+    return depths, exit_loss_weights(depths, weights)
+
+
 def run(cfg: DictConfig) -> Path:
     """Train as configured; return the folder of the final model."""
     if cfg.mode not in MODES:
@@ -79,6 +96,9 @@ def run(cfg: DictConfig) -> Path:
     if model_cfg.get("init") == "pretrained":
         model_cfg["name_or_path"] = model_source(model_cfg["name_or_path"])
     model = build_model(model_cfg, tokenizer)
+    exit_loss = exit_loss_setting(cfg, model)
+    if exit_loss:
+        log.info("early-exit loss over depths %s with weights %s", *exit_loss)
     lengths = (cfg.max_source_length, cfg.max_target_length)
     train_dataset = tokenize_pairs(tokenizer, sources, targets, *lengths)
     eval_dataset = None
@@ -99,6 +119,7 @@ def run(cfg: DictConfig) -> Path:
         Path(cfg.output_dir),
         trainer_args,
         report_to(cfg.logger),
+        exit_loss,
     )
     if cfg.export_dir:
         export_model(final_dir, resolve_path(cfg.export_dir), cfg.export_dtype)

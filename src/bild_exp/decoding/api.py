@@ -9,6 +9,8 @@ from transformers import PreTrainedModel
 
 from bild_exp.decoding.autoregressive import decode_autoregressive
 from bild_exp.decoding.bild import decode_bild
+from bild_exp.decoding.calm import check_calm_model, decode_calm
+from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import decode_hf_assisted
 from bild_exp.decoding.oracle import decode_oracle
 from bild_exp.decoding.params import (
@@ -23,6 +25,7 @@ from bild_exp.decoding.sampling import make_sampler
 from bild_exp.decoding.speculative import decode_speculative
 
 NEEDS_SMALL = ("small", "bild", "speculative", "oracle", "hf_assisted")
+EARLY_EXIT_METHODS = ("small", "bild", "speculative", "oracle")
 ARCHITECTURES = ("seq2seq", "decoder-only")
 
 
@@ -77,6 +80,21 @@ def check_input_ids(input_ids: Any) -> None:
         raise invalid("input_ids length", 0, "at least 1 token")
 
 
+def check_early_exit(method: str, large: Any, small: EarlyExit) -> None:
+    """Raise unless an early-exit small model is used inside its own large model."""
+    if method not in EARLY_EXIT_METHODS:
+        raise invalid(
+            "small",
+            repr(small),
+            f"a PreTrainedModel for method {method!r} "
+            f"(EarlyExit works with {', '.join(EARLY_EXIT_METHODS)})",
+        )
+    if method != "small" and small.large is not large:
+        raise invalid(
+            "small", repr(small), "EarlyExit(large, layers=k) built on the same large model"
+        )
+
+
 def validate(
     method: str,
     large: Any,
@@ -89,10 +107,15 @@ def validate(
     method_params = parse_params(method, params)
     check_int("max_new_tokens", max_new_tokens, 1)
     check_input_ids(input_ids)
+    if isinstance(small, EarlyExit):
+        check_early_exit(method, large, small)
+        small = small.model
     if method == "small":
         check_model("small", small)
     else:
         check_model("large", large)
+    if method == "calm":
+        check_calm_model(large)
     if method in NEEDS_SMALL and method != "small":
         if small is None:
             raise invalid("small", None, f"a small model: method {method!r} needs both models")
@@ -105,7 +128,7 @@ def generate(
     method: str,
     *,
     large: PreTrainedModel | None = None,
-    small: PreTrainedModel | None = None,
+    small: PreTrainedModel | EarlyExit | None = None,
     input_ids: torch.Tensor,
     max_new_tokens: int = 128,
     use_cache: bool = True,
@@ -114,9 +137,12 @@ def generate(
     """Generate one continuation (batch size 1) with a decoding method.
 
     Args:
-        method: ``large``, ``small``, ``bild``, ``speculative``, ``oracle`` or ``hf_assisted``.
+        method: ``large``, ``small``, ``bild``, ``speculative``, ``oracle``, ``hf_assisted``
+            or ``calm`` (early exit inside ``large``; ``small`` unused).
         large, small: Hugging Face models sharing one vocabulary, both encoder-decoder
             or both decoder-only; ``small`` may be None for ``large``, ``large`` for ``small``.
+            ``small`` may be ``EarlyExit(large, layers=k)``: the large model's first k
+            decoder layers (methods small, bild, speculative, oracle).
         input_ids: ``(1, L)`` the encoder input (seq2seq) or the prompt (decoder-only).
         max_new_tokens: upper bound on generated tokens.
         use_cache: False runs the slow no-cache reference (every forward recomputes
@@ -141,7 +167,11 @@ def generate(
     common = {"sampler": sampler, "max_new_tokens": max_new_tokens, "use_cache": use_cache}
     if method in ("large", "small"):
         model = large if method == "large" else small
+        if isinstance(model, EarlyExit):
+            model = model.model
         return decode_autoregressive(model, input_ids, is_large=method == "large", **common)
+    if method == "calm":
+        return decode_calm(large, input_ids, params=method_params, **common)
     if method == "bild":
         return decode_bild(large, small, input_ids, params=method_params, **common)
     if method == "speculative":

@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import BildParams
 from bild_exp.decoding.policies import first_rollback_index, rollback_distances, should_fall_back
 from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner, TokenSequence
+from bild_exp.decoding.runner import DecoderRunner, TokenSequence, runner_pair
 from bild_exp.decoding.sampling import Sampler
 
 
@@ -128,7 +129,7 @@ class BildDecoder:
 
 def decode_bild(
     large: PreTrainedModel,
-    small: PreTrainedModel,
+    small: PreTrainedModel | EarlyExit,
     input_ids: torch.Tensor,
     *,
     params: BildParams,
@@ -137,9 +138,10 @@ def decode_bild(
     use_cache: bool = True,
 ) -> GenerationResult:
     """Run BiLD on one example (batch size 1)."""
+    large_runner, small_runner = runner_pair(large, small, input_ids, use_cache)
     decoder = BildDecoder(
-        large=DecoderRunner(large, input_ids, use_cache),
-        small=DecoderRunner(small, input_ids, use_cache),
+        large=large_runner,
+        small=small_runner,
         sequence=start_sequence(large, input_ids, max_new_tokens),
         params=params,
         sampler=sampler,

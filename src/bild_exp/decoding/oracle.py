@@ -5,15 +5,16 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import OracleParams
 from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner
+from bild_exp.decoding.runner import runner_pair
 from bild_exp.decoding.sampling import Sampler
 
 
 def decode_oracle(
     large: PreTrainedModel,
-    small: PreTrainedModel,
+    small: PreTrainedModel | EarlyExit,
     input_ids: torch.Tensor,
     *,
     params: OracleParams,
@@ -26,8 +27,7 @@ def decode_oracle(
     ``stats["oracle_replaced_fraction"]`` is the fraction of kept tokens the large model replaced.
     """
     sequence = start_sequence(large, input_ids, max_new_tokens)
-    large_runner = DecoderRunner(large, input_ids, use_cache)
-    small_runner = DecoderRunner(small, input_ids, use_cache)
+    large_runner, small_runner = runner_pair(large, small, input_ids, use_cache)
     counters = PolicyCounters()
     while not sequence.done:
         small_logits = small_runner.forward(sequence.view())[-1]

@@ -158,6 +158,27 @@ class HfAssistedParams(SamplingParams):
         )
 
 
+@dataclass(frozen=True)
+class CalmParams(SamplingParams):
+    """``calm``: per-token early exit inside the large model (Schuster et al. 2022).
+
+    exit_threshold: lambda in [0, 1]; a token exits after a layer when the cosine similarity
+        of its hidden states before and after it exceeds the decayed threshold (1: never).
+    decay_temperature: t >= 0 of the decay ``0.9 lambda + 0.1 exp(-t n / N)`` (0: constant).
+    min_exit_layer: the shallowest depth a token may exit at.
+    """
+
+    exit_threshold: float = 0.9
+    decay_temperature: float = 0.0
+    min_exit_layer: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("exit_threshold", self.exit_threshold, 0.0, 1.0)
+        check_range("decay_temperature", self.decay_temperature, 0.0)
+        check_int("min_exit_layer", self.min_exit_layer, 1)
+
+
 PARAMS_BY_METHOD: dict[str, type[SamplingParams]] = {
     "large": AutoregressiveParams,
     "small": AutoregressiveParams,
@@ -165,6 +186,7 @@ PARAMS_BY_METHOD: dict[str, type[SamplingParams]] = {
     "speculative": SpeculativeParams,
     "oracle": OracleParams,
     "hf_assisted": HfAssistedParams,
+    "calm": CalmParams,
 }
 METHODS = tuple(PARAMS_BY_METHOD)
 

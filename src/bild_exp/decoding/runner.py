@@ -5,6 +5,11 @@ encoder-decoders, the prompt for decoder-only models) followed by generated toke
 Each model keeps a Hugging Face ``Cache`` holding its first ``n_cached`` positions;
 feeding it means running the decoder on ``sequence[n_cached:]``; rollback means
 cropping the cache (:func:`crop_cache`, the one place that does it).
+
+An early-exit small model (the large model's first ``k`` decoder layers) shares the large
+runner's encoder output and cache: its steps fill layers ``< k``; a large pass first drops
+what only the small model wrote there, then runs every layer over the pending tokens, so
+the skipped layers get real keys and values and the shared layers stay consistent.
 """
 
 from __future__ import annotations
@@ -14,22 +19,32 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
+
+from bild_exp.decoding.early_exit import EarlyExit
+from bild_exp.decoding.layers import decoder_depth
 
 # transformers < 5.20 takes the final length (``crop(max_length)``); newer releases take a
 # negative count of positions to drop (``crop(tokens_to_remove)``). Checked once, not per crop.
-CROP_TAKES_COUNT = "tokens_to_remove" in inspect.signature(Cache.crop).parameters
+CROP_TAKES_COUNT = "tokens_to_remove" in inspect.signature(DynamicLayer.crop).parameters
+
+
+def self_attention_layers(cache: Cache) -> list:
+    """The per-layer self-attention caches (cross-attention keys never need cropping)."""
+    if isinstance(cache, EncoderDecoderCache):
+        cache = cache.self_attention_cache
+    return cache.layers
 
 
 def crop_cache(cache: Cache, keep_length: int) -> None:
-    """Crop a Hugging Face cache in place to its first ``keep_length`` positions."""
-    n_remove = cache.get_seq_length() - keep_length
-    if n_remove <= 0:
-        return
-    if CROP_TAKES_COUNT:
-        cache.crop(-n_remove)
-    else:
-        cache.crop(keep_length)
+    """Crop every layer of a Hugging Face cache in place to at most ``keep_length`` positions.
+
+    Layer by layer, because with an early-exit small model the layers hold different lengths.
+    """
+    for layer in self_attention_layers(cache):
+        n_remove = layer.get_seq_length() - keep_length
+        if n_remove > 0:
+            layer.crop(-n_remove if CROP_TAKES_COUNT else keep_length)
 
 
 def empty_cache(model: PreTrainedModel) -> Cache:
@@ -55,27 +70,52 @@ class DecoderRunner:
     """One model's decoder for one example: runs its encoder once, then feeds new tokens.
 
     With ``use_cache=False`` every call recomputes the whole sequence from scratch:
-    the slow reference the cached path is tested against.
+    the slow reference the cached path is tested against. ``share_with`` makes this
+    runner use another runner's encoder output and cache (an early-exit small model
+    inside its large model).
     """
 
-    def __init__(self, model: PreTrainedModel, input_ids: torch.Tensor, use_cache: bool = True):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.Tensor,
+        use_cache: bool = True,
+        *,
+        share_with: DecoderRunner | None = None,
+    ):
         self.model = model
         self.use_cache = use_cache
         self.is_seq2seq = bool(model.config.is_encoder_decoder)
-        self.encoder_outputs = model.get_encoder()(input_ids=input_ids) if self.is_seq2seq else None
-        self.cache: Cache | None = None
         self.n_cached = 0
         self.calls: list[CallRecord] = []
+        if share_with is None:
+            self.encoder_outputs = (
+                model.get_encoder()(input_ids=input_ids) if self.is_seq2seq else None
+            )
+            self.cache: Cache | None = empty_cache(model) if use_cache else None
+            self.peers: list[DecoderRunner] = [self]
+            self.depth: int | None = None
+        else:
+            self.encoder_outputs, self.cache = share_with.encoder_outputs, share_with.cache
+            self.peers = share_with.peers
+            self.peers.append(self)
+            for peer in self.peers:
+                peer.depth = decoder_depth(peer.model)
 
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
         """Feed ``sequence[:, n_cached:]``; return logits ``(n_new, vocab)`` predicting each next position."""
         n_total = sequence.shape[1]
         self.calls.append(CallRecord(n_fed=n_total - self.n_cached, n_cached_before=self.n_cached))
         if self.use_cache:
+            if len(self.peers) > 1:  # drop what shallower peers wrote past our own valid length
+                crop_cache(self.cache, self.n_cached)
             logits = self._run(sequence[:, self.n_cached :], self.cache)
         else:
             logits = self._run(sequence, None)[self.n_cached :]
         self.n_cached = n_total
+        for peer in self.peers:  # every layer a shallower peer runs now holds n_total positions
+            if peer.depth is not None and peer.depth <= self.depth:
+                peer.n_cached = n_total
         return logits
 
     def _run(self, tokens: torch.Tensor, cache: Cache | None) -> torch.Tensor:
@@ -88,17 +128,36 @@ class DecoderRunner:
             )
         else:
             out = self.model(input_ids=tokens, past_key_values=cache, use_cache=self.use_cache)
-        if self.use_cache:
-            self.cache = out.past_key_values
         return out.logits[0]
 
     def truncate(self, valid_length: int) -> None:
-        """Forget every position at or after ``valid_length`` (rollback or rejected drafts)."""
-        if valid_length >= self.n_cached:
-            return
+        """Forget every position at or after ``valid_length`` (rollback or rejected drafts).
+
+        A shared cache is cropped in every layer, so peers forget those positions too.
+        """
         if self.cache is not None:
             crop_cache(self.cache, valid_length)
-        self.n_cached = valid_length
+        for peer in self.peers:
+            peer.n_cached = min(peer.n_cached, valid_length)
+
+    @property
+    def n_calls(self) -> int:
+        return len(self.calls)
+
+
+def runner_pair(
+    large: PreTrainedModel,
+    small: PreTrainedModel | EarlyExit,
+    input_ids: torch.Tensor,
+    use_cache: bool = True,
+) -> tuple[DecoderRunner, DecoderRunner]:
+    """Runners for both models; an :class:`EarlyExit` small model shares the large one's encoder and cache."""
+    large_runner = DecoderRunner(large, input_ids, use_cache)
+    if isinstance(small, EarlyExit):
+        return large_runner, DecoderRunner(
+            small.model, input_ids, use_cache, share_with=large_runner
+        )
+    return large_runner, DecoderRunner(small, input_ids, use_cache)
 
     @property
     def n_calls(self) -> int:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import SpeculativeParams
 from bild_exp.decoding.policies import greedy_acceptance, speculative_acceptance
 from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner, TokenSequence
+from bild_exp.decoding.runner import DecoderRunner, TokenSequence, runner_pair
 from bild_exp.decoding.sampling import Sampler
 
 
@@ -68,7 +69,7 @@ def verify(
 
 def decode_speculative(
     large: PreTrainedModel,
-    small: PreTrainedModel,
+    small: PreTrainedModel | EarlyExit,
     input_ids: torch.Tensor,
     *,
     params: SpeculativeParams,
@@ -78,8 +79,7 @@ def decode_speculative(
 ) -> GenerationResult:
     """Run speculative decoding on one example (batch size 1)."""
     sequence = start_sequence(large, input_ids, max_new_tokens)
-    large_runner = DecoderRunner(large, input_ids, use_cache)
-    small_runner = DecoderRunner(small, input_ids, use_cache)
+    large_runner, small_runner = runner_pair(large, small, input_ids, use_cache)
     counters = PolicyCounters()
     while not sequence.done:
         n_kept = sequence.n_generated

@@ -15,6 +15,8 @@ import torch
 
 from bild_exp.data.tasks import Example
 from bild_exp.decoding import generate
+from bild_exp.decoding.early_exit import EarlyExit
+from bild_exp.flops import ModelShape, generation_cost
 from bild_exp.harness.models import LoadedPair
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.store import RecordStore
@@ -33,7 +35,13 @@ STAT_COLUMNS = (
     "n_tail_verifications",
     "n_oracle_replacements",
 )
-LIST_STAT_COLUMNS = ("accepted_lengths", "large_call_shapes", "small_call_shapes")
+LIST_STAT_COLUMNS = (
+    "accepted_lengths",
+    "large_call_shapes",
+    "small_call_shapes",
+    "call_exit_layers",
+    "exit_layers",
+)
 
 
 @dataclass
@@ -72,8 +80,41 @@ def decode_once(run: RunConfig, pair: LoadedPair, input_ids: torch.Tensor, max_n
     )
 
 
+def model_shape(model: Any) -> ModelShape | None:
+    """The FLOPs model's view of a model (an early-exit small keeps only its layers)."""
+    if model is None:
+        return None
+    if isinstance(model, EarlyExit):
+        return ModelShape.from_config(model.large.config, model.layers, model_bytes(model.large))
+    return ModelShape.from_config(model.config, bytes_per_element=model_bytes(model))
+
+
+def model_bytes(model: Any) -> int:
+    return next(model.parameters()).element_size()
+
+
+def cost_columns(run: RunConfig, pair: LoadedPair, encoder_length: int, stats: dict) -> dict:
+    """Analytical FLOPs and bytes moved by one example's generate call (paper Figure 8)."""
+    if run.method == "hf_assisted":  # HF does not expose its calls' shapes
+        return {"flops": None, "mops_bytes": None}
+    large, small = pair.models_for(run.method, run.small_variant)
+    cost = generation_cost(
+        stats,
+        encoder_length if (large or small).config.is_encoder_decoder else 0,
+        model_shape(large),
+        model_shape(small),
+        small_shares_large=isinstance(small, EarlyExit),
+    )
+    return {"flops": cost.flops, "mops_bytes": cost.bytes}
+
+
 def record(
-    run: RunConfig, item: EncodedExample, result: Any, seconds: float, hypothesis: str
+    run: RunConfig,
+    item: EncodedExample,
+    result: Any,
+    seconds: float,
+    hypothesis: str,
+    costs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     stats = result.stats
     row = {
@@ -88,6 +129,7 @@ def record(
         "source_truncated": item.truncated,
         "tokens": list(result.tokens),
         "from_large": None if result.from_large is None else list(result.from_large),
+        **(costs or {}),
     }
     row.update({name: stats.get(name) for name in STAT_COLUMNS})
     for name in LIST_STAT_COLUMNS:
@@ -123,7 +165,8 @@ def execute_run(
             lambda item=item: decode_once(run, pair, item.input_ids, max_new_tokens), pair.device
         )
         hypothesis = pair.tokenizer.decode(result.tokens, skip_special_tokens=True).strip()
-        buffer.append({**context, **record(run, item, result, seconds, hypothesis)})
+        costs = cost_columns(run, pair, item.input_ids.shape[1], result.stats)
+        buffer.append({**context, **record(run, item, result, seconds, hypothesis, costs)})
         on_example()
         if len(buffer) >= FLUSH_EVERY:
             store.append(buffer)

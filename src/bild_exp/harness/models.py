@@ -16,6 +16,7 @@ from transformers import (
 
 from bild_exp.data.tasks import resolve_path
 from bild_exp.decoding import check_pair
+from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import InvalidParameterError
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -52,20 +53,32 @@ def load_checkpoint(loader: Any, name: str, name_or_path: str, **kwargs: Any) ->
 class LoadedPair:
     tokenizer: PreTrainedTokenizerBase
     large: PreTrainedModel | None
-    smalls: dict[str, PreTrainedModel] = field(default_factory=dict)  # variant -> model
+    smalls: dict[str, PreTrainedModel | EarlyExit] = field(default_factory=dict)  # by variant
     device: torch.device = torch.device("cpu")
+    calm: PreTrainedModel | None = None  # CALM's own model (pair.calm_model), else the large one
 
     def models_for(
         self, method: str, small_variant: str
-    ) -> tuple[PreTrainedModel | None, PreTrainedModel | None]:
+    ) -> tuple[PreTrainedModel | None, PreTrainedModel | EarlyExit | None]:
         """(large, small) as ``generate`` takes them: each None where the method does not use it."""
+        if method == "calm":
+            return self.calm or self.large, None
         large = None if method == "small" else self.large
         small = None if method == "large" else self.smalls[small_variant]
         return large, small
 
 
-def load_pair(pair_cfg: Any, variants: list[str], need_large: bool = True) -> LoadedPair:
-    """Tokenizer, large model and the requested small variants, in eval mode on the device."""
+SMALL_CHECKPOINTS = {"base": "small", "aligned": "small_aligned"}
+
+
+def load_pair(
+    pair_cfg: Any, variants: list[str], need_large: bool = True, need_calm: bool = False
+) -> LoadedPair:
+    """Tokenizer, large model and the requested small variants, in eval mode on the device.
+
+    The ``early_exit`` variant is the large model's first ``pair.early_exit_layers`` layers;
+    ``need_calm`` loads ``pair.calm_model`` when the pair names one.
+    """
     if pair_cfg.dtype not in DTYPES:
         raise InvalidParameterError(
             f"pair.dtype={pair_cfg.dtype!r} is invalid: accepted {', '.join(DTYPES)}"
@@ -79,11 +92,16 @@ def load_pair(pair_cfg: Any, variants: list[str], need_large: bool = True) -> Lo
         model = load_checkpoint(loader, name, pair_cfg[name], dtype=dtype)
         return model.to(device).eval()
 
-    large = load("large") if need_large else None
-    smalls = {
-        variant: load("small" if variant == "base" else "small_aligned") for variant in variants
-    }
-    for small in smalls.values():
+    large = load("large") if need_large or "early_exit" in variants else None
+    smalls: dict[str, PreTrainedModel | EarlyExit] = {}
+    for variant in variants:
+        if variant == "early_exit":
+            smalls[variant] = EarlyExit(large, layers=pair_cfg.early_exit_layers)
+            continue
+        smalls[variant] = load(SMALL_CHECKPOINTS[variant])
         if large is not None:
-            check_pair(large, small, pair_cfg.architecture)
-    return LoadedPair(tokenizer=tokenizer, large=large, smalls=smalls, device=device)
+            check_pair(large, smalls[variant], pair_cfg.architecture)
+    calm = load("calm_model") if need_calm and pair_cfg.get("calm_model") else None
+    if calm is not None and large is not None:
+        check_pair(large, calm, pair_cfg.architecture)
+    return LoadedPair(tokenizer=tokenizer, large=large, smalls=smalls, device=device, calm=calm)

@@ -83,6 +83,12 @@ def compatibility(cfg: DictConfig, task: TaskSpec, device: str) -> dict[str, Any
         "device": device,
         "max_new_tokens": cfg.max_new_tokens or task.max_new_tokens,
         "max_source_length": task.max_source_length,
+        # only when set, so folders written before these fields existed stay compatible
+        **{
+            name: cfg.pair[name]
+            for name in ("early_exit_layers", "calm_model")
+            if cfg.pair.get(name) is not None
+        },
     }
 
 
@@ -101,7 +107,7 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     task = task_from_config(cfg.task)
     examples, n_empty = select_examples(task, cfg)
     variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
-    pair = load_pair(cfg.pair, variants)
+    pair = load_pair(cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs))
     device = device_description(pair.device)
     fingerprint = compatibility(cfg, task, device["device_name"])
     run_dir = (

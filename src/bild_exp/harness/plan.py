@@ -19,13 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 from bild_exp.decoding.params import InvalidParameterError, parse_params
 
 BASELINE_METHODS = ("large", "small")
-SMALL_VARIANTS = ("base", "aligned")
+# base: pair.small | aligned: pair.small_aligned | early_exit: the large model's first
+# pair.early_exit_layers decoder layers (paper Section 4.4)
+SMALL_VARIANTS = ("base", "aligned", "early_exit")
+SINGLE_MODEL_METHODS = ("large", "calm")  # no small model, so no small variant
 GRID_AXES = (
     "fallback_threshold",
     "rollback_threshold",
     "window",
     "oracle_threshold",
     "num_assistant_tokens",
+    "exit_threshold",
+    "decay_temperature",
 )
 # Parameters that are the same for every example of a run and identify it in result rows.
 PARAM_COLUMNS = (
@@ -39,6 +44,9 @@ PARAM_COLUMNS = (
     "num_assistant_tokens",
     "num_assistant_tokens_schedule",
     "assistant_confidence_threshold",
+    "exit_threshold",
+    "decay_temperature",
+    "min_exit_layer",
     "sampling",
     "top_p",
     "temperature",
@@ -52,7 +60,7 @@ class RunConfig:
 
     study: str  # the method preset's name, e.g. "bild_no_rollback"
     method: str  # the engine method, e.g. "bild"
-    small_variant: str  # "base" or "aligned" ("-" for the large baseline)
+    small_variant: str  # one of SMALL_VARIANTS ("-" for large and calm)
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,6 +126,19 @@ def small_variants(cfg: DictConfig, study: DictConfig | None = None) -> list[str
                 f"pair.small_variants includes 'aligned' but pair.small_aligned=None for pair {cfg.pair.name!r}: "
                 "accepted a checkpoint id or folder"
             )
+        if variant == "base" and not cfg.pair.get("small"):
+            raise InvalidParameterError(
+                f"pair.small_variants includes 'base' but pair.small=None for pair {cfg.pair.name!r}: "
+                "accepted a checkpoint id or folder"
+            )
+        layers = cfg.pair.get("early_exit_layers")
+        if variant == "early_exit" and (
+            not isinstance(layers, int) or isinstance(layers, bool) or layers < 1
+        ):
+            raise InvalidParameterError(
+                f"pair.early_exit_layers={layers!r} is invalid for small variant 'early_exit': "
+                "accepted an integer >= 1 (decoder layers the small model keeps)"
+            )
     return variants
 
 
@@ -132,7 +153,8 @@ def plan_runs(cfg: DictConfig) -> list[RunConfig]:
             **studies,
         }
     for study_name, study in studies.items():
-        variants = ["-"] if study.method == "large" else small_variants(cfg, study)
+        single = study.method in SINGLE_MODEL_METHODS
+        variants = ["-"] if single else small_variants(cfg, study)
         params_node = study.get("params")
         fixed = OmegaConf.to_container(params_node, resolve=True) if params_node is not None else {}
         for variant, point, seed in itertools.product(

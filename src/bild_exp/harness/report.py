@@ -22,6 +22,8 @@ TABLE_COLUMNS = [
     "window",
     "oracle_threshold",
     "num_assistant_tokens",
+    "exit_threshold",
+    "decay_temperature",
     "n_examples",
 ]
 RATE_COLUMNS = [
@@ -32,11 +34,15 @@ RATE_COLUMNS = [
     "large_call_pct",
     "mean_accepted_length",
 ]
+OPTIONAL_COLUMNS = ["mean_exit_layer", "flops_per_token"]  # shown when any row has them
 
 
 def table(summary: pd.DataFrame, quality: str) -> pd.DataFrame:
-    columns = [c for c in TABLE_COLUMNS if summary[c].notna().any()]
-    frame = summary[[*columns, quality, "mean_latency_s", *RATE_COLUMNS, "pareto"]].copy()
+    columns = [c for c in TABLE_COLUMNS if c in summary and summary[c].notna().any()]
+    optional = [c for c in OPTIONAL_COLUMNS if c in summary and summary[c].notna().any()]
+    frame = summary[
+        [*columns, quality, "mean_latency_s", *RATE_COLUMNS, *optional, "pareto"]
+    ].copy()
     frame["pareto"] = frame["pareto"].map({True: "*", False: ""})
     return frame.round(3)
 

@@ -53,7 +53,23 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
         mean_accepted_length=float(np.mean(accepted)) if accepted else None,
         n_oracle_replacements=int(group["n_oracle_replacements"].sum()),
     )
+    row.update(cost_summary(group, n_tokens))
+    exits = [
+        d for depths in group.get("exit_layers", pd.Series(dtype=object)).dropna() for d in depths
+    ]
+    row["mean_exit_layer"] = float(np.mean(exits)) if exits else None
     return row
+
+
+def cost_summary(group: pd.DataFrame, n_tokens: int) -> dict[str, float | None]:
+    """Analytical FLOPs and bytes per generated token, and their ratio (paper Figure 8).
+
+    None when any example lacks them (HF assisted, or records written before they existed)."""
+    names = ("flops_per_token", "mops_bytes_per_token", "arithmetic_intensity")
+    if "flops" not in group or group["flops"].isna().any() or not n_tokens:
+        return dict.fromkeys(names)
+    flops, moved = group["flops"].sum(), group["mops_bytes"].sum()
+    return dict(zip(names, (flops / n_tokens, moved / n_tokens, flops / moved), strict=True))
 
 
 def add_speedups(summary: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:

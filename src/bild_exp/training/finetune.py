@@ -24,6 +24,8 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from bild_exp.training.exit_loss import ExitLossTrainer
+
 log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer_state.json"
 
@@ -32,7 +34,8 @@ def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -
     """A seq2seq model from a checkpoint (``init: pretrained``) or a config (``init: scratch``)."""
     init = model_cfg.get("init", "pretrained")
     if init == "pretrained":
-        return AutoModelForSeq2SeqLM.from_pretrained(model_cfg["name_or_path"])
+        # float32 master weights even when the checkpoint is stored in bf16 (shipped models)
+        return AutoModelForSeq2SeqLM.from_pretrained(model_cfg["name_or_path"], dtype=torch.float32)
     if init != "scratch":
         raise ValueError(f"model.init={init!r} is invalid: accepted pretrained, scratch")
     architecture = dict(model_cfg["architecture"])
@@ -79,11 +82,21 @@ def finetune(
     output_dir: Path,
     trainer_args: dict[str, Any],
     report_to: str = "none",
+    exit_loss: tuple[list[int], list[float]] | None = None,
 ) -> Path:
-    """Train with Seq2SeqTrainer, resuming from the newest checkpoint; return ``output_dir/final``."""
+    """Train with Seq2SeqTrainer, resuming from the newest checkpoint; return ``output_dir/final``.
+
+    ``exit_loss`` = (depths, weights) trains early exits with the weighted exit loss instead
+    of the final layer's loss alone (see :mod:`bild_exp.training.exit_loss`).
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     args = Seq2SeqTrainingArguments(output_dir=str(output_dir), report_to=report_to, **trainer_args)
-    trainer = Seq2SeqTrainer(
+    trainer_class, extra = Seq2SeqTrainer, {}
+    if exit_loss is not None:
+        trainer_class = ExitLossTrainer
+        extra = {"exit_depths": exit_loss[0], "exit_weights": exit_loss[1]}
+    trainer = trainer_class(
+        **extra,
         model=model,
         args=args,
         train_dataset=train_dataset,

@@ -1,0 +1,122 @@
+"""Training early exits: a weighted average of the losses read out after several decoder depths.
+
+Each exit at depth ``i`` (1-based: after ``i`` decoder layers) predicts with the model's own
+final norm and head; the last depth is the model's usual loss.
+- BiLD early exit (paper Section 4.4): depths ``[k, L]`` with equal weights,
+  ``L = (L_k + L_last) / 2``.
+- CALM (Schuster et al. 2022): every depth, ``w_i = i / sum_j j``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, Seq2SeqTrainer
+
+from bild_exp.decoding.layers import decoder_depth, exit_logits
+
+WEIGHT_SCHEMES = ("equal", "depth")
+
+
+def resolve_exit_layers(layers: Sequence[int | str] | str, n_layers: int) -> list[int]:
+    """Sorted unique 1-based exit depths; ``"all"`` is every depth, ``"last"`` is ``n_layers``."""
+    if layers == "all":
+        return list(range(1, n_layers + 1))
+    if isinstance(layers, str) or not layers:
+        raise ValueError(
+            f"exit_loss.layers={layers!r} is invalid: accepted 'all' or a non-empty list of "
+            f"depths in 1..{n_layers} (or 'last')"
+        )
+    depths = []
+    for layer in layers:
+        depth = n_layers if layer == "last" else layer
+        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= n_layers:
+            raise ValueError(
+                f"exit_loss.layers entry={layer!r} is invalid: accepted a depth in 1..{n_layers} "
+                "or 'last'"
+            )
+        depths.append(depth)
+    return sorted(set(depths))
+
+
+def exit_loss_weights(depths: Sequence[int], scheme: str | Sequence[float]) -> list[float]:
+    """Weights summing to 1: ``equal``, ``depth`` (``w_i = i / sum_j j``) or given (normalised)."""
+    if scheme == "equal":
+        raw = [1.0] * len(depths)
+    elif scheme == "depth":
+        raw = [float(depth) for depth in depths]
+    elif isinstance(scheme, str):
+        raise ValueError(
+            f"exit_loss.weights={scheme!r} is invalid: accepted {', '.join(WEIGHT_SCHEMES)} "
+            "or a list of non-negative numbers, one per exit layer"
+        )
+    else:
+        raw = [float(weight) for weight in scheme]
+        if len(raw) != len(depths) or any(w < 0 for w in raw) or sum(raw) <= 0:
+            raise ValueError(
+                f"exit_loss.weights={list(scheme)!r} is invalid: accepted {len(depths)} "
+                "non-negative numbers (one per exit layer) with a positive sum"
+            )
+    total = sum(raw)
+    return [weight / total for weight in raw]
+
+
+def weighted_exit_loss(
+    model: PreTrainedModel,
+    decoder_hidden_states: Sequence[torch.Tensor],
+    final_loss: torch.Tensor,
+    labels: torch.Tensor,
+    depths: Sequence[int],
+    weights: Sequence[float],
+) -> torch.Tensor:
+    """``sum_i w_i L_i``; ``decoder_hidden_states[i]`` is the output of the first ``i`` layers.
+
+    ``labels`` as the model takes them: aligned with the decoder inputs for encoder-decoders,
+    equal to the inputs (shifted here) for decoder-only models.
+    """
+    n_layers = decoder_depth(model)
+    if not model.config.is_encoder_decoder:  # position t predicts token t + 1
+        labels = labels[:, 1:]
+    total = final_loss.new_zeros(())
+    for depth, weight in zip(depths, weights, strict=True):
+        if depth == n_layers:
+            loss = final_loss
+        else:
+            logits = exit_logits(model, decoder_hidden_states[depth])
+            if not model.config.is_encoder_decoder:
+                logits = logits[:, :-1]
+            loss = torch.nn.functional.cross_entropy(
+                logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100
+            )
+        total = total + weight * loss
+    return total
+
+
+def decoder_hidden_states(model: PreTrainedModel, outputs: Any) -> Sequence[torch.Tensor]:
+    """The decoder's per-layer hidden states from a forward run with ``output_hidden_states``."""
+    if model.config.is_encoder_decoder:
+        return outputs.decoder_hidden_states
+    return outputs.hidden_states
+
+
+class ExitLossTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer whose training loss is the weighted average over exit depths."""
+
+    def __init__(self, *args: Any, exit_depths: Sequence[int], exit_weights: Sequence[float], **kw):
+        super().__init__(*args, **kw)
+        self.exit_depths, self.exit_weights = list(exit_depths), list(exit_weights)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, output_hidden_states=True)
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss = weighted_exit_loss(
+            unwrapped,
+            decoder_hidden_states(unwrapped, outputs),
+            outputs.loss,
+            inputs["labels"],
+            self.exit_depths,
+            self.exit_weights,
+        )
+        return (loss, outputs) if return_outputs else loss
