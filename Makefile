@@ -14,7 +14,7 @@ DEMO_LIMIT ?= 120
 DRY_RUN ?=
 # RESULTS=... writes under another folder (make demo-figures uses results/demo).
 RESULTS ?= results
-DEMO_FIGURE_LIMIT ?= 100
+DEMO_FIGURE_LIMIT ?= 200
 SWEEP_FLAGS = data.limit=$(LIMIT) results_dir=$(RESULTS) $(if $(DRY_RUN),dry_run=true,)
 PAPER_TASKS_ALL := iwslt17,wmt14,xsum,cnndm
 PAPER_TASKS_TWO := iwslt17,xsum
@@ -101,6 +101,7 @@ demo-figures: setup ## Figures 6, 7 and 8 on the demo task (early-exit demo mode
 demo-early-exit: setup ## Fine-tune the demo early-exit (BiLD) and CALM models from the demo large model
 	$(PY) -m bild_exp.train +training=demo_early_exit
 	$(PY) -m bild_exp.train +training=demo_calm
+	$(PY) scripts/exit_losses.py src/bild_exp/assets/demo-early-exit/bild src/bild_exp/assets/demo-early-exit/calm src/bild_exp/assets/demo-pair/small
 
 fig10: setup ## Paper Figure 10: threshold maps
 	$(call paper_target,fig10,$(PAPER_TASKS_TWO))

@@ -16,11 +16,16 @@ from transformers import (
 )
 
 from bild_exp import train
-from bild_exp.decoding.layers import exit_logits
 from bild_exp.training.alignment import token_agreement
-from bild_exp.training.exit_loss import ExitLossTrainer, exit_loss_weights, resolve_exit_layers
+from bild_exp.training.exit_loss import (
+    ExitLossTrainer,
+    depth_losses,
+    exit_loss_weights,
+    resolve_exit_layers,
+)
 from bild_exp.training.finetune import tokenize_pairs
 from tests.harness_fixtures import write_task_files
+from tests.tiny_models import tiny_early_exit_model
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY_T5 = [
@@ -179,22 +184,6 @@ def test_exit_loss_weights_and_depths_by_hand():
         exit_loss_weights([1, 8], [1])
 
 
-def exit_losses(model, batch) -> list[float]:
-    """Cross-entropy of every decoder depth's exit on one batch."""
-    outputs = model(**batch, output_hidden_states=True)
-    losses = []
-    for depth in range(1, model.config.num_decoder_layers):
-        logits = exit_logits(model, outputs.decoder_hidden_states[depth])
-        losses.append(
-            float(
-                torch.nn.functional.cross_entropy(
-                    logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100
-                )
-            )
-        )
-    return [*losses, float(outputs.loss)]
-
-
 def test_exit_loss_training_averages_the_exit_and_final_losses(trained_large, tmp_path):
     root, files, final_dir = trained_large
     tokenizer = AutoTokenizer.from_pretrained(final_dir)
@@ -206,7 +195,7 @@ def test_exit_loss_training_averages_the_exit_and_final_losses(trained_large, tm
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "unused"), report_to="none")
     trainer = ExitLossTrainer(model=model, args=args, exit_depths=[1, 2], exit_weights=[0.5, 0.5])
     with torch.no_grad():
-        before = exit_losses(model, batch)
+        before = depth_losses(model, batch)
         combined = trainer.compute_loss(model, batch)
     assert float(combined) == pytest.approx((before[0] + before[1]) / 2, rel=1e-5)
     cfg = train_cfg(
@@ -221,6 +210,27 @@ def test_exit_loss_training_averages_the_exit_and_final_losses(trained_large, tm
     )
     tuned = AutoModelForSeq2SeqLM.from_pretrained(train.run(cfg)).eval()
     with torch.no_grad():
-        after = exit_losses(tuned, batch)
+        after = depth_losses(tuned, batch)
     # the exit layer, never trained to predict before, learns to
     assert after[0] < 0.8 * before[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["mode=early_exit", "pair.early_exit_layers=2"], ([2, 4], [0.5, 0.5])),
+        (["mode=calm"], ([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4])),
+        (
+            ["mode=calm", "exit_loss.layers=[3,last]", "exit_loss.weights=[1,1]"],
+            ([3, 4], [0.5, 0.5]),
+        ),
+        (["mode=finetune"], None),
+    ],
+)
+def test_training_modes_choose_their_exit_loss(tmp_path, overrides, expected):
+    files = write_task_files(tmp_path, n=4)
+    cfg = train_cfg(tmp_path, files, *overrides)
+    model = tiny_early_exit_model("t5")  # 4 decoder layers
+    assert train.exit_loss_setting(cfg, model) == (
+        None if expected is None else (expected[0], pytest.approx(expected[1]))
+    )

@@ -21,7 +21,8 @@ from bild_exp.training.tokenizer import train_unigram_tokenizer
 from bild_exp.wandb_setup import report_to
 
 log = logging.getLogger(__name__)
-MODES = ("finetune", "align")
+# early_exit and calm fine-tune with an exit loss (exit_loss.layers/weights override theirs)
+MODES = ("finetune", "align", "early_exit", "calm")
 
 
 def load_tokenizer(cfg: DictConfig, train_texts: list[str]) -> PreTrainedTokenizerBase:
@@ -45,7 +46,7 @@ def training_pairs(cfg: DictConfig, task, tokenizer) -> tuple[list[str], list[st
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     examples = load_examples(task, cfg.train_split, cfg.train_limit)
     sources = [e.source for e in examples]
-    if cfg.mode == "finetune":
+    if cfg.mode != "align":
         return sources, [e.target for e in examples], model_cfg
     alignment = cfg.alignment
     large = AutoModelForSeq2SeqLM.from_pretrained(model_source(alignment.large))
@@ -70,12 +71,15 @@ def training_pairs(cfg: DictConfig, task, tokenizer) -> tuple[list[str], list[st
 
 def exit_loss_setting(cfg: DictConfig, model) -> tuple[list[int], list[float]] | None:
     """(depths, weights) of the early-exit loss, or None for the usual final-layer loss."""
-    exit_cfg = cfg.get("exit_loss")
-    if exit_cfg is None or exit_cfg.get("layers") is None:
+    exit_cfg = cfg.get("exit_loss") or {}
+    layers, weights = exit_cfg.get("layers"), exit_cfg.get("weights", "equal")
+    if layers is None and cfg.mode == "early_exit":  # (L_k + L_last) / 2, paper Section 4.4
+        layers, weights = [cfg.pair.early_exit_layers, "last"], "equal"
+    elif layers is None and cfg.mode == "calm":  # w_i = i / sum_j j over every layer
+        layers, weights = "all", "depth"
+    if layers is None:
         return None
-    layers = exit_cfg.layers
     layers = OmegaConf.to_container(layers, resolve=True) if OmegaConf.is_list(layers) else layers
-    weights = exit_cfg.get("weights", "equal")
     weights = (
         OmegaConf.to_container(weights, resolve=True) if OmegaConf.is_list(weights) else weights
     )

@@ -94,6 +94,17 @@ def weighted_exit_loss(
     return total
 
 
+def depth_losses(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> list[float]:
+    """Token cross-entropy of every decoder depth's exit on one batch (the last: the model's)."""
+    outputs = model(**batch, output_hidden_states=True)
+    hidden = decoder_hidden_states(model, outputs)
+    losses = []
+    for depth in range(1, decoder_depth(model)):
+        one = weighted_exit_loss(model, hidden, outputs.loss, batch["labels"], [depth], [1.0])
+        losses.append(float(one))
+    return [*losses, float(outputs.loss)]
+
+
 def decoder_hidden_states(model: PreTrainedModel, outputs: Any) -> Sequence[torch.Tensor]:
     """The decoder's per-layer hidden states from a forward run with ``output_hidden_states``."""
     if model.config.is_encoder_decoder:
