@@ -8,6 +8,9 @@ import pandas as pd
 import pytest
 
 from bild_exp import paper, sweep
+from bild_exp.data.tasks import task_from_config
+from bild_exp.harness.pipeline import compatibility
+from bild_exp.harness.plan import plan_runs
 from tests.test_sweep import compose_sweep, tiny_overrides
 
 EARLY_EXIT_GRID = (
@@ -86,3 +89,17 @@ def test_early_exit_variant_needs_its_depth(tiny_assets, tmp_path):
     )
     with pytest.raises(ValueError, match=r"^pair.early_exit_layers=None is invalid"):
         sweep.run(compose_sweep(overrides))
+
+
+@pytest.mark.parametrize(
+    ("experiment", "expected"),
+    [(None, set()), ("fig6", {"early_exit_layers"}), ("fig7", {"early_exit_layers", "calm_model"})],
+)
+def test_folder_fingerprint_names_early_exit_settings_only_when_runs_use_them(
+    tmp_path, experiment, expected
+):
+    """Sweeps without early exit or CALM keep the fingerprint folders were written with."""
+    overrides = ["+task=demo"] + ([f"+experiment={experiment}"] if experiment else [])
+    cfg = compose_sweep(overrides)
+    fingerprint = compatibility(cfg, task_from_config(cfg.task), "cpu", plan_runs(cfg))
+    assert {"early_exit_layers", "calm_model"} & fingerprint.keys() == expected

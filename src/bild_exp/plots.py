@@ -36,6 +36,7 @@ FAMILY_LABELS = {
     "bild/early_exit": "BiLD (early exit)",
     "small/early_exit": "exit layers only",
     "calm": "CALM",
+    "calm_full": "CALM model, no exit",
 }
 COST_COLUMNS = {
     "flops_per_token": "FLOPs",

@@ -69,8 +69,18 @@ def dataset_fingerprint(examples: list[Example]) -> str:
     return digest.hexdigest()
 
 
-def compatibility(cfg: DictConfig, task: TaskSpec, device: str) -> dict[str, Any]:
-    """What must match for records to share a folder (the data limit may grow)."""
+def compatibility(
+    cfg: DictConfig, task: TaskSpec, device: str, runs: list[RunConfig]
+) -> dict[str, Any]:
+    """What must match for records to share a folder (the data limit may grow).
+
+    The early-exit depth and CALM's model count only when a planned run uses them, so
+    folders of sweeps without them keep their fingerprint.
+    """
+    uses = {
+        "early_exit_layers": any(run.small_variant == "early_exit" for run in runs),
+        "calm_model": any(run.method == "calm" for run in runs),
+    }
     return {
         "task": task.name,
         "dataset": task.hub_id or str(task.data_files),
@@ -83,12 +93,7 @@ def compatibility(cfg: DictConfig, task: TaskSpec, device: str) -> dict[str, Any
         "device": device,
         "max_new_tokens": cfg.max_new_tokens or task.max_new_tokens,
         "max_source_length": task.max_source_length,
-        # only when set, so folders written before these fields existed stay compatible
-        **{
-            name: cfg.pair[name]
-            for name in ("early_exit_layers", "calm_model")
-            if cfg.pair.get(name) is not None
-        },
+        **{name: cfg.pair.get(name) for name, used in uses.items() if used},
     }
 
 
@@ -109,7 +114,7 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
     pair = load_pair(cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs))
     device = device_description(pair.device)
-    fingerprint = compatibility(cfg, task, device["device_name"])
+    fingerprint = compatibility(cfg, task, device["device_name"], runs)
     run_dir = (
         Path(cfg.results_dir) / cfg.experiment_name / (cfg.run or f"{task.name}_{cfg.pair.name}")
     )
