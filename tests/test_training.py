@@ -211,8 +211,10 @@ def test_exit_loss_training_averages_the_exit_and_final_losses(trained_large, tm
     tuned = AutoModelForSeq2SeqLM.from_pretrained(train.run(cfg)).eval()
     with torch.no_grad():
         after = depth_losses(tuned, batch)
-    # the exit layer, never trained to predict before, learns to
-    assert after[0] < 0.8 * before[0]
+    # the exit layer, never trained to predict before, learns to: its loss drops and the gap
+    # to the full model's narrows
+    assert after[0] < 0.9 * before[0]
+    assert after[0] - after[-1] < before[0] - before[-1]
 
 
 @pytest.mark.parametrize(

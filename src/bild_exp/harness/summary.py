@@ -127,6 +127,18 @@ def add_pareto(summary: pd.DataFrame, quality: str) -> pd.DataFrame:
     return summary
 
 
+# What an operating point reports besides its quality: which run, how fast, its parameters.
+POINT_COLUMNS = (
+    "config_id",
+    "speedup",
+    "fallback_threshold",
+    "rollback_threshold",
+    "window",
+    "exit_threshold",
+    "decay_temperature",
+)
+
+
 def operating_points(
     summary: pd.DataFrame, quality: str, tolerances: Sequence[float] = (0.1, 1.0)
 ) -> pd.DataFrame:
@@ -142,19 +154,11 @@ def operating_points(
             floor = reference[quality].iloc[0] - tolerance
             eligible = group[group[quality] >= floor].dropna(subset=["speedup"])
             best = eligible.loc[eligible["speedup"].idxmax()] if not eligible.empty else None
-            rows.append(
-                {
-                    "family": family,
-                    "tolerance": tolerance,
-                    "vanilla_quality": reference[quality].iloc[0],
-                    "config_id": None if best is None else best["config_id"],
-                    "quality": None if best is None else best[quality],
-                    "speedup": None if best is None else best["speedup"],
-                    "fallback_threshold": None if best is None else best["fallback_threshold"],
-                    "rollback_threshold": None if best is None else best["rollback_threshold"],
-                    "window": None if best is None else best["window"],
-                }
-            )
+            row = {"family": family, "tolerance": tolerance}
+            row["vanilla_quality"] = reference[quality].iloc[0]
+            row["quality"] = None if best is None else best[quality]
+            row.update({name: None if best is None else best.get(name) for name in POINT_COLUMNS})
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
