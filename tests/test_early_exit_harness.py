@@ -103,3 +103,19 @@ def test_folder_fingerprint_names_early_exit_settings_only_when_runs_use_them(
     cfg = compose_sweep(overrides)
     fingerprint = compatibility(cfg, task_from_config(cfg.task), "cpu", plan_runs(cfg))
     assert {"early_exit_layers", "calm_model"} & fingerprint.keys() == expected
+
+
+def test_early_exit_depth_beyond_the_model_fails_before_weights_load(
+    tiny_assets, tmp_path, monkeypatch
+):
+    import bild_exp.harness.models as models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded")
+
+    overrides = early_exit_overrides(tiny_assets, tmp_path, "fig6")
+    monkeypatch.setattr(models.AutoModelForSeq2SeqLM, "from_pretrained", refuse)
+    with pytest.raises(
+        ValueError, match=r"^pair.early_exit_layers=2 is invalid: accepted an integer in 1\.\.1"
+    ):
+        sweep.run(compose_sweep([*overrides, "pair.early_exit_layers=2"]))

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -18,6 +19,7 @@ from bild_exp.data.tasks import resolve_path
 from bild_exp.decoding import check_pair
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.flops import ModelShape
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -71,6 +73,18 @@ class LoadedPair:
 SMALL_CHECKPOINTS = {"base": "small", "aligned": "small_aligned"}
 
 
+def check_early_exit_depth(pair_cfg: Any) -> None:
+    """Raise unless pair.early_exit_layers leaves at least one of the large model's layers out."""
+    config = load_checkpoint(AutoConfig, "large", pair_cfg.large)
+    depth = ModelShape.from_config(config).decoder_layers
+    layers = pair_cfg.early_exit_layers
+    if not 1 <= layers < depth:
+        raise InvalidParameterError(
+            f"pair.early_exit_layers={layers!r} is invalid: accepted an integer in 1..{depth - 1} "
+            f"(pair.large has {depth} decoder layers)"
+        )
+
+
 def load_pair(
     pair_cfg: Any, variants: list[str], need_large: bool = True, need_calm: bool = False
 ) -> LoadedPair:
@@ -92,6 +106,8 @@ def load_pair(
         model = load_checkpoint(loader, name, pair_cfg[name], dtype=dtype)
         return model.to(device).eval()
 
+    if "early_exit" in variants:  # the depth is checked on the config, before any weights load
+        check_early_exit_depth(pair_cfg)
     large = load("large") if need_large or "early_exit" in variants else None
     smalls: dict[str, PreTrainedModel | EarlyExit] = {}
     for variant in variants:
