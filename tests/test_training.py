@@ -209,6 +209,12 @@ def test_exit_loss_training_averages_the_exit_and_final_losses(trained_large, tm
         f"output_dir={tmp_path / 'early-exit'}",
     )
     tuned = AutoModelForSeq2SeqLM.from_pretrained(train.run(cfg)).eval()
+    history = json.loads((tmp_path / "early-exit" / "final" / "trainer_state.json").read_text())
+    logged = [entry for entry in history["log_history"] if "loss" in entry]
+    # every logged loss is the average of the two exits' losses it was logged with
+    for entry in logged:
+        mean = (entry["loss_depth_1"] + entry["loss_depth_2"]) / 2
+        assert entry["loss"] == pytest.approx(mean, rel=0.02)
     with torch.no_grad():
         after = depth_losses(tuned, batch)
     # the exit layer, never trained to predict before, learns to: its loss drops and the gap

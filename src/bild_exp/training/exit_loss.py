@@ -63,6 +63,37 @@ def exit_loss_weights(depths: Sequence[int], scheme: str | Sequence[float]) -> l
     return [weight / total for weight in raw]
 
 
+def exit_losses(
+    model: PreTrainedModel,
+    decoder_hidden_states: Sequence[torch.Tensor],
+    final_loss: torch.Tensor,
+    labels: torch.Tensor,
+    depths: Sequence[int],
+) -> list[torch.Tensor]:
+    """``L_i`` for each depth; ``decoder_hidden_states[i]`` is the output of the first ``i`` layers.
+
+    ``labels`` as the model takes them: aligned with the decoder inputs for encoder-decoders,
+    equal to the inputs (shifted here) for decoder-only models.
+    """
+    n_layers = decoder_depth(model)
+    if not model.config.is_encoder_decoder:  # position t predicts token t + 1
+        labels = labels[:, 1:]
+    losses = []
+    for depth in depths:
+        if depth == n_layers:
+            losses.append(final_loss)
+            continue
+        logits = exit_logits(model, decoder_hidden_states[depth])
+        if not model.config.is_encoder_decoder:
+            logits = logits[:, :-1]
+        losses.append(
+            torch.nn.functional.cross_entropy(
+                logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100
+            )
+        )
+    return losses
+
+
 def weighted_exit_loss(
     model: PreTrainedModel,
     decoder_hidden_states: Sequence[torch.Tensor],
@@ -71,38 +102,19 @@ def weighted_exit_loss(
     depths: Sequence[int],
     weights: Sequence[float],
 ) -> torch.Tensor:
-    """``sum_i w_i L_i``; ``decoder_hidden_states[i]`` is the output of the first ``i`` layers.
-
-    ``labels`` as the model takes them: aligned with the decoder inputs for encoder-decoders,
-    equal to the inputs (shifted here) for decoder-only models.
-    """
-    n_layers = decoder_depth(model)
-    if not model.config.is_encoder_decoder:  # position t predicts token t + 1
-        labels = labels[:, 1:]
-    total = final_loss.new_zeros(())
-    for depth, weight in zip(depths, weights, strict=True):
-        if depth == n_layers:
-            loss = final_loss
-        else:
-            logits = exit_logits(model, decoder_hidden_states[depth])
-            if not model.config.is_encoder_decoder:
-                logits = logits[:, :-1]
-            loss = torch.nn.functional.cross_entropy(
-                logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100
-            )
-        total = total + weight * loss
-    return total
+    """``sum_i w_i L_i`` over the exit depths (see :func:`exit_losses`)."""
+    losses = exit_losses(model, decoder_hidden_states, final_loss, labels, depths)
+    return sum(weight * loss for weight, loss in zip(weights, losses, strict=True))
 
 
 def depth_losses(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> list[float]:
     """Token cross-entropy of every decoder depth's exit on one batch (the last: the model's)."""
     outputs = model(**batch, output_hidden_states=True)
     hidden = decoder_hidden_states(model, outputs)
-    losses = []
-    for depth in range(1, decoder_depth(model)):
-        one = weighted_exit_loss(model, hidden, outputs.loss, batch["labels"], [depth], [1.0])
-        losses.append(float(one))
-    return [*losses, float(outputs.loss)]
+    depths = range(1, decoder_depth(model) + 1)
+    return [
+        float(loss) for loss in exit_losses(model, hidden, outputs.loss, batch["labels"], depths)
+    ]
 
 
 def decoder_hidden_states(model: PreTrainedModel, outputs: Any) -> Sequence[torch.Tensor]:
@@ -113,21 +125,35 @@ def decoder_hidden_states(model: PreTrainedModel, outputs: Any) -> Sequence[torc
 
 
 class ExitLossTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer whose training loss is the weighted average over exit depths."""
+    """Seq2SeqTrainer whose training loss is the weighted average over exit depths.
+
+    Each logged training loss comes with the mean loss of every exit depth since the last
+    log (``loss_depth_<i>``), so the history in ``trainer_state.json`` shows each exit.
+    """
 
     def __init__(self, *args: Any, exit_depths: Sequence[int], exit_weights: Sequence[float], **kw):
         super().__init__(*args, **kw)
         self.exit_depths, self.exit_weights = list(exit_depths), list(exit_weights)
+        self._depth_sums: list[torch.Tensor] = []
+        self._depth_steps = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs, output_hidden_states=True)
         unwrapped = self.accelerator.unwrap_model(model)
-        loss = weighted_exit_loss(
-            unwrapped,
-            decoder_hidden_states(unwrapped, outputs),
-            outputs.loss,
-            inputs["labels"],
-            self.exit_depths,
-            self.exit_weights,
-        )
+        hidden = decoder_hidden_states(unwrapped, outputs)
+        losses = exit_losses(unwrapped, hidden, outputs.loss, inputs["labels"], self.exit_depths)
+        loss = sum(weight * one for weight, one in zip(self.exit_weights, losses, strict=True))
+        if model.training:  # kept on the device: no host sync until the next log
+            detached = [one.detach() for one in losses]
+            if self._depth_sums:
+                detached = [a + b for a, b in zip(self._depth_sums, detached, strict=True)]
+            self._depth_sums = detached
+            self._depth_steps += 1
         return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._depth_steps:
+            for depth, total in zip(self.exit_depths, self._depth_sums, strict=True):
+                logs[f"loss_depth_{depth}"] = round(float(total) / self._depth_steps, 4)
+            self._depth_sums, self._depth_steps = [], 0
+        super().log(logs, *args, **kwargs)
