@@ -17,12 +17,15 @@ MAX_NEW = 24
 SEEDS = (0, 1, 2)
 
 
-def run_calm(prompt_seed: int, use_cache: bool = True, **params):
-    model = tiny_early_exit_model("t5")
+CALM_FAMILIES = ("t5", "llama")
+
+
+def run_calm(prompt_seed: int, use_cache: bool = True, family: str = "t5", **params):
+    model = tiny_early_exit_model(family)
     return generate(
         "calm",
         large=model,
-        input_ids=prompt("t5", prompt_seed),
+        input_ids=prompt(family, prompt_seed),
         max_new_tokens=MAX_NEW,
         use_cache=use_cache,
         **params,
@@ -37,14 +40,16 @@ def test_decayed_threshold_by_hand():
     assert decayed_threshold(1.0, 0.0, 0, 10) == 1.0
 
 
+@pytest.mark.parametrize("family", CALM_FAMILIES)
 @pytest.mark.parametrize("seed", SEEDS)
-def test_lambda_one_never_exits_and_is_the_full_model(seed):
-    model = tiny_early_exit_model("t5")
-    res = run_calm(seed, exit_threshold=1.0)
-    assert res.tokens == hf_greedy_tokens(model, prompt("t5", seed), MAX_NEW)
+def test_lambda_one_never_exits_and_is_the_full_model(seed, family):
+    model = tiny_early_exit_model(family)
+    res = run_calm(seed, family=family, exit_threshold=1.0)
+    assert res.tokens == hf_greedy_tokens(model, prompt(family, seed), MAX_NEW)
     assert set(res.stats["exit_layers"]) == {EARLY_EXIT_DEPTH}
 
 
+@pytest.mark.parametrize("family", CALM_FAMILIES)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(
     "params",
@@ -56,19 +61,22 @@ def test_lambda_one_never_exits_and_is_the_full_model(seed):
     ],
     ids=str,
 )
-def test_cached_propagation_equals_the_no_cache_reference(seed, params):
-    cached = run_calm(seed, **params)
-    reference = run_calm(seed, use_cache=False, **params)
+def test_cached_propagation_equals_the_no_cache_reference(seed, params, family):
+    cached = run_calm(seed, family=family, **params)
+    reference = run_calm(seed, use_cache=False, family=family, **params)
     assert cached.tokens == reference.tokens
     assert cached.stats == reference.stats
     assert min(cached.stats["exit_layers"]) >= params.get("min_exit_layer", 1)
 
 
+@pytest.mark.parametrize("family", CALM_FAMILIES)
 @pytest.mark.parametrize("threshold", [0.97, 0.98])
-def test_thresholds_above_mix_exit_depths(threshold):
+def test_thresholds_above_mix_exit_depths(threshold, family):
     """Tokens exit at different depths, so the tests above exercise propagation."""
     depths = [
-        d for seed in SEEDS for d in run_calm(seed, exit_threshold=threshold).stats["exit_layers"]
+        d
+        for seed in SEEDS
+        for d in run_calm(seed, family=family, exit_threshold=threshold).stats["exit_layers"]
     ]
     assert len(set(depths)) > 1 and min(depths) < EARLY_EXIT_DEPTH
 
@@ -104,7 +112,16 @@ def test_bad_calm_parameters_are_one_line_errors(params, message):
         run_calm(0, **params)
 
 
-def test_calm_refuses_a_decoder_only_model():
+def test_calm_refuses_an_architecture_it_cannot_step():
     large, _ = tiny_pair("gpt2")
     with pytest.raises(InvalidParameterError, match="not supported by method 'calm'"):
         generate("calm", large=large, input_ids=prompt("gpt2", 0))
+
+
+def test_a_decoder_only_prompt_runs_every_layer():
+    """The prompt is fed in one call: the first generated token comes from the full depth."""
+    res = run_calm(0, family="llama", exit_threshold=0.9)
+    depths = res.stats["exit_layers"]
+    assert len(depths) == len(res.tokens)
+    assert depths[0] == EARLY_EXIT_DEPTH and min(depths[1:]) < EARLY_EXIT_DEPTH
+    assert res.stats["call_exit_layers"][0] == EARLY_EXIT_DEPTH
