@@ -11,7 +11,8 @@ from bild_exp import paper, sweep
 from bild_exp.data.tasks import task_from_config
 from bild_exp.harness.pipeline import compatibility
 from bild_exp.harness.plan import plan_runs
-from tests.test_sweep import compose_sweep, tiny_overrides
+from bild_exp.harness.summary import summarize
+from tests.test_sweep import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
 EARLY_EXIT_GRID = (
     "grid.fallback_threshold=[0.5]",
@@ -119,3 +120,14 @@ def test_early_exit_depth_beyond_the_model_fails_before_weights_load(
         ValueError, match=r"^pair.early_exit_layers=2 is invalid: accepted an integer in 1\.\.1"
     ):
         sweep.run(compose_sweep([*overrides, "pair.early_exit_layers=2"]))
+
+
+def test_records_written_before_the_new_columns_still_summarize(tiny_assets, tmp_path):
+    """Record parts from earlier versions lack CALM's parameters and the cost columns."""
+    outcome = sweep.run(compose_sweep(tiny_overrides(tiny_assets, tmp_path, *ONE_BILD_POINT)))
+    old = outcome.records.drop(
+        columns=["exit_threshold", "decay_temperature", "min_exit_layer", "flops", "mops_bytes"]
+    )
+    summary = summarize(old, "bleu", "bleu", {})
+    assert summary["exit_threshold"].isna().all() and summary["flops_per_token"].isna().all()
+    assert len(summary) == len(outcome.summary)

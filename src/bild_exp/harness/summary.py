@@ -31,7 +31,9 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
     first = group.iloc[0]
     n_tokens = group["n_tokens"].sum()
     accepted = [n for lengths in group["accepted_lengths"].dropna() for n in lengths]
-    row = {column: (None if pd.isna(first[column]) else first[column]) for column in CONFIG_COLUMNS}
+    # .get: records written before a parameter column existed simply lack it
+    row = {column: first.get(column) for column in CONFIG_COLUMNS}
+    row = {column: None if pd.isna(value) else value for column, value in row.items()}
     row.update(
         score(
             metric,
