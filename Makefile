@@ -95,10 +95,10 @@ fig7: setup ## Paper Figure 7: BiLD early exit vs CALM (translation tasks)
 fig8: setup ## Paper Figure 8: analytical FLOPs, memory traffic and arithmetic intensity
 	$(call paper_target,fig8,$(PAPER_TASKS_TWO))
 
-demo-figures: setup ## Figures 6, 7 and 8 on the demo task (early-exit demo models) into results/demo
+demo-figures: setup ## Figures 6, 7 and 8 on the demo task into results/demo (~25 min on 2 CPU cores)
 	$(MAKE) fig6 fig7 fig8 TASKS=demo LIMIT=$(DEMO_FIGURE_LIMIT) RESULTS=results/demo
 
-demo-early-exit: setup ## Fine-tune the demo early-exit (BiLD) and CALM models from the demo large model
+demo-early-exit: setup ## Fine-tune the demo early-exit (BiLD) and CALM models (~35 min on 2 CPU cores)
 	$(PY) -m bild_exp.train +training=demo_early_exit
 	$(PY) -m bild_exp.train +training=demo_calm
 	$(PY) scripts/exit_losses.py src/bild_exp/assets/demo-early-exit/bild src/bild_exp/assets/demo-early-exit/calm src/bild_exp/assets/demo-pair/small
