@@ -24,7 +24,7 @@ the self-attention sub-layer that writes its keys and values (``propagated_layer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 GATED_ACTIVATIONS = ("gated-gelu", "gated-silu")
@@ -133,20 +133,10 @@ class Cost:
         return self.flops / self.bytes if self.bytes else 0.0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(
-            self.flops + other.flops,
-            self.weight_bytes + other.weight_bytes,
-            self.kv_bytes + other.kv_bytes,
-            self.activation_bytes + other.activation_bytes,
-        )
+        return Cost(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     def scaled(self, factor: float) -> Cost:
-        return Cost(
-            self.flops * factor,
-            self.weight_bytes * factor,
-            self.kv_bytes * factor,
-            self.activation_bytes * factor,
-        )
+        return Cost(*(value * factor for value in astuple(self)))
 
 
 def self_attention_cost(shape: ModelShape, n: int, c: int) -> Cost:

@@ -103,7 +103,10 @@ def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
             rows += operating_point_rows(run_dir, published)
         elif experiment == "fig8":
             points = pd.read_csv(run_dir / "operating_points.csv")
-            rows += plots.cost_rows(summary, points).assign(task=task).to_dict("records")
+            costs = plots.cost_rows(summary, points)
+            plots.cost_figure(costs, run_dir / "fig8_costs")
+            rows += costs.assign(task=task).to_dict("records")
+            continue
         else:
             columns = [
                 *TABLE_COLUMNS,
@@ -125,9 +128,6 @@ def draw_figures(experiment: str, summary: pd.DataFrame, quality: str, run_dir: 
         plots.oracle_curve(summary, quality, run_dir / "fig2_oracle")
     elif experiment == "fig5":
         plots.pareto_figure(summary, quality, run_dir / "fig5_ablations", title="ablations")
-    elif experiment == "fig8":
-        points = pd.read_csv(run_dir / "operating_points.csv")
-        plots.cost_figure(summary, points, run_dir / "fig8_costs")
     elif experiment == "fig10":
         plots.threshold_map(summary, quality, run_dir / "fig10_thresholds")
     else:

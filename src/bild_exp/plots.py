@@ -180,9 +180,11 @@ def cost_rows(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cost_figure(summary: pd.DataFrame, points: pd.DataFrame, stem: Path) -> list[Path]:
-    """Figure 8: grouped bars of FLOPs, MOPs and arithmetic intensity, vanilla large = 1."""
-    rows = cost_rows(summary, points)
+def cost_figure(rows: pd.DataFrame, stem: Path) -> list[Path]:
+    """Figure 8: grouped bars of FLOPs, MOPs and arithmetic intensity, vanilla large = 1.
+
+    ``rows``: :func:`cost_rows` of one sweep.
+    """
     figure, axis = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(len(rows), 1)
     for index, (_, row) in enumerate(rows.iterrows()):

@@ -135,6 +135,8 @@ class DecoderRunner:
 
         A shared cache is cropped in every layer, so peers forget those positions too.
         """
+        if all(peer.n_cached <= valid_length for peer in self.peers):
+            return  # nothing cached at or after valid_length: skip the per-layer walk
         if self.cache is not None:
             crop_cache(self.cache, valid_length)
         for peer in self.peers:

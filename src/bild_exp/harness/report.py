@@ -10,22 +10,12 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from bild_exp import plots
+from bild_exp.harness.plan import GRID_AXES
 from bild_exp.harness.store import atomic_write_bytes, atomic_write_json
 from bild_exp.harness.wandb_log import log_sweep
 
 log = logging.getLogger(__name__)
-TABLE_COLUMNS = [
-    "study",
-    "small_variant",
-    "fallback_threshold",
-    "rollback_threshold",
-    "window",
-    "oracle_threshold",
-    "num_assistant_tokens",
-    "exit_threshold",
-    "decay_temperature",
-    "n_examples",
-]
+TABLE_COLUMNS = ["study", "small_variant", *GRID_AXES, "n_examples"]
 RATE_COLUMNS = [
     "speedup",
     "speedup_median",
