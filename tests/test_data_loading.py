@@ -65,7 +65,8 @@ def test_real_formats_load_from_local_files(tmp_path, name, fmt):
         source_field, target_field = (
             ("document", "summary") if name == "xsum" else ("article", "highlights")
         )
-        assert examples[0].source == "summarize: " + first[source_field]
+        assert examples[0].source == first[source_field]
+        assert task.encoder_text(examples[0].source) == "summarize: " + first[source_field]
         assert examples[0].target == first[target_field]
         assert examples[0].id == first["id"]
 

@@ -46,3 +46,22 @@ def test_notebook_executes(path, results_dir, tmp_path, monkeypatch):
     ).execute()
     assert any(p.suffix == ".png" for p in tmp_path.iterdir())
     assert os.environ["BILD_RESULTS_DIR"] == str(results_dir)
+
+
+def test_per_token_notebook_runs_on_a_fresh_clone(tmp_path, monkeypatch):
+    """The committed demo folder has summaries but no raw records (git-ignored)."""
+    from tests.test_first_contact import fresh_clone_copy
+
+    run_dir = fresh_clone_copy("results/demo/demo_demo", tmp_path)
+    assert not (run_dir / "parts").exists()
+    monkeypatch.setenv("BILD_RESULTS_DIR", str(run_dir))
+    monkeypatch.setenv("BILD_FIGURES_DIR", str(tmp_path))
+    path = next(p for p in NOTEBOOKS if p.name == "per_token.ipynb")
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    assert (tmp_path / "notebook_tokens.png").exists()

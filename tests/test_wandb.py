@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -77,3 +78,30 @@ def test_wandb_failure_keeps_local_results(tiny_assets, tmp_path, monkeypatch):
     ]
     outcome = sweep.run(compose_sweep(overrides))
     assert len(pd.read_csv(outcome.run_dir / "summary.csv")) == 1
+
+
+def test_baseline_only_sweep_logs_its_records(tiny_assets, tmp_path, monkeypatch):
+    """method=large writes no parts in the run folder: the artifact takes the baselines'."""
+    import wandb
+
+    added = []
+    real_add_dir = wandb.Artifact.add_dir
+
+    def recording_add_dir(self, local_path, name=None, **kwargs):
+        added.append((local_path, name))
+        return real_add_dir(self, local_path, name=name, **kwargs)
+
+    monkeypatch.setattr(wandb.Artifact, "add_dir", recording_add_dir)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    overrides = tiny_overrides(tiny_assets, tmp_path, "method=large")
+    overrides = [o for o in overrides if o != "logger=none"] + [
+        "logger=wandb",
+        "logger.mode=offline",
+    ]
+    outcome = sweep.run(compose_sweep(overrides))
+    assert not (outcome.run_dir / "parts").exists()
+    assert len(added) == 1 and "_baselines" in added[0][0]
+    runs = list((outcome.run_dir / "wandb").glob("offline-run-*"))
+    log_file = next(p for p in runs[0].rglob("*.wandb"))
+    part = next(Path(added[0][0]).glob("*.parquet")).name
+    assert part.encode() in log_file.read_bytes()  # the artifact's manifest names the part

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass
 from typing import Any
 
+from bild_exp.decoding.params import InvalidParameterError
+
 GATED_ACTIVATIONS = ("gated-gelu", "gated-silu")
 
 
@@ -106,7 +108,7 @@ class ModelShape:
                 encoder_layers=0,
             )
         else:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"model_type={model_type!r} is not supported by the FLOPs model: accepted "
                 "t5, mt5, bart, gpt2 or a Llama-style config"
             )

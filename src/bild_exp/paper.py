@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
 from bild_exp import plots
+from bild_exp.data.tasks import DataError
+from bild_exp.errors import one_line_errors
 from bild_exp.harness.report import TABLE_COLUMNS
 from bild_exp.harness.summary import quality_column
 
@@ -134,27 +137,37 @@ def draw_figures(experiment: str, summary: pd.DataFrame, quality: str, run_dir: 
         plots.pareto_figure(summary, quality, run_dir / f"{experiment}_pareto", title=experiment)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", choices=EXPERIMENTS)
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
-    args = parser.parse_args()
-    experiment_dir = args.results_dir / args.experiment
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    args = parser.parse_args(argv)
+    if args.debug:
+        os.environ["BILD_DEBUG"] = "1"
+    with one_line_errors("bild_exp.paper"):
+        write_comparison(args.experiment, args.results_dir)
+
+
+def write_comparison(experiment: str, results_dir: Path) -> None:
+    """``<results_dir>/<experiment>/<experiment>.csv|.md``: ours next to the paper's numbers."""
+    experiment_dir = results_dir / experiment
     if not run_folders(experiment_dir):
-        raise SystemExit(f"no results under {experiment_dir}: run `make {args.experiment}` first")
-    table = compare(experiment_dir, args.experiment)
+        raise DataError(
+            f"experiment={experiment!r} has no results under {str(experiment_dir)!r}: "
+            f"run `make {experiment}` first (or pass --results-dir)"
+        )
+    table = compare(experiment_dir, experiment)
     note = (
         ""
-        if args.experiment in ("table1", "fig4")
+        if experiment in ("table1", "fig4")
         else (
             "Published numbers for this table/figure are not transcribed here; compare with the paper.\n\n"
         )
     )
-    (experiment_dir / f"{args.experiment}.csv").write_text(table.to_csv(index=False))
-    markdown = (
-        f"# {args.experiment}\n\n{note}" + table.to_markdown(index=False, floatfmt=".3g") + "\n"
-    )
-    (experiment_dir / f"{args.experiment}.md").write_text(markdown)
+    (experiment_dir / f"{experiment}.csv").write_text(table.to_csv(index=False))
+    markdown = f"# {experiment}\n\n{note}" + table.to_markdown(index=False, floatfmt=".3g") + "\n"
+    (experiment_dir / f"{experiment}.md").write_text(markdown)
     print(markdown)
 
 

@@ -15,7 +15,8 @@ from importlib import resources
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bild_exp.harness.pipeline import SweepOutcome, print_plan, run_sweep
+from bild_exp.errors import one_line_errors
+from bild_exp.harness.pipeline import SweepOutcome, check_settings, print_plan, run_sweep
 from bild_exp.harness.plan import plan_runs
 
 log = logging.getLogger(__name__)
@@ -24,20 +25,22 @@ DEFAULT_TASK = "demo"
 
 def with_default_task(cfg: DictConfig) -> DictConfig:
     """Without ``+task=...`` the demo task applies (the task is not in the defaults list, so
-    that ``+task=`` works)."""
-    if "task" in cfg:
+    that ``+task=`` works); task keys set without a task (``+task.max_new_tokens=10``)
+    override the demo task's."""
+    if "task" in cfg and cfg.task.get("name") is not None:
         return cfg
     demo = OmegaConf.load(
         str(resources.files("bild_exp").joinpath(f"conf/task/{DEFAULT_TASK}.yaml"))
     )
     with open_dict(cfg):
-        cfg.task = demo.task
+        cfg.task = OmegaConf.merge(demo.task, cfg.get("task") or {})
     return cfg
 
 
 def run(cfg: DictConfig) -> SweepOutcome | None:
     """Plan, validate (before any model loads), execute, score and summarise one sweep."""
     cfg = with_default_task(cfg)
+    check_settings(cfg)
     runs = plan_runs(cfg)
     if cfg.dry_run:
         print_plan(cfg, runs)
@@ -47,7 +50,8 @@ def run(cfg: DictConfig) -> SweepOutcome | None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sweep")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with one_line_errors("bild_exp.sweep"):
+        run(cfg)
 
 
 if __name__ == "__main__":

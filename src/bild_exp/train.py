@@ -14,11 +14,14 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokeniz
 
 from bild_exp.data.tasks import load_examples, resolve_path, task_from_config
 from bild_exp.decoding.layers import decoder_depth
+from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import one_line_errors
 from bild_exp.training.alignment import generate_calibration_set
+from bild_exp.training.causal_pipeline import train_causal
 from bild_exp.training.exit_loss import exit_loss_weights, resolve_exit_layers
 from bild_exp.training.finetune import build_model, export_model, finetune, tokenize_pairs
 from bild_exp.training.tokenizer import train_unigram_tokenizer
-from bild_exp.wandb_setup import report_to
+from bild_exp.wandb_setup import check_mode, report_to
 
 log = logging.getLogger(__name__)
 # early_exit and calm fine-tune with an exit loss (exit_loss.layers/weights override theirs)
@@ -45,7 +48,7 @@ def training_pairs(cfg: DictConfig, task, tokenizer) -> tuple[list[str], list[st
     """(sources, targets, model config) for the mode: ground truth, or the large model's outputs."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     examples = load_examples(task, cfg.train_split, cfg.train_limit)
-    sources = [e.source for e in examples]
+    sources = [task.encoder_text(e.source) for e in examples]
     if cfg.mode != "align":
         return sources, [e.target for e in examples], model_cfg
     alignment = cfg.alignment
@@ -63,7 +66,7 @@ def training_pairs(cfg: DictConfig, task, tokenizer) -> tuple[list[str], list[st
     if alignment.init == "finetuned":
         model_cfg = {"init": "pretrained", "name_or_path": model_source(alignment.finetuned_small)}
     elif alignment.init != "pretrained":
-        raise ValueError(
+        raise InvalidParameterError(
             f"alignment.init={alignment.init!r} is invalid: accepted pretrained, finetuned"
         )
     return calibration["source"], calibration["target"], model_cfg
@@ -90,8 +93,11 @@ def exit_loss_setting(cfg: DictConfig, model) -> tuple[list[int], list[float]] |
 def run(cfg: DictConfig) -> Path:
     """Train as configured; return the folder of the final model."""
     if cfg.mode not in MODES:
-        raise ValueError(f"mode={cfg.mode!r} is invalid: accepted {', '.join(MODES)}")
+        raise InvalidParameterError(f"mode={cfg.mode!r} is invalid: accepted {', '.join(MODES)}")
+    check_mode(cfg.logger)  # before hours of calibration or training
     task = task_from_config(cfg.task)
+    if cfg.pair.architecture == "causal":
+        return train_causal(cfg, task)
     train_examples = load_examples(task, cfg.train_split, cfg.train_limit)
     tokenizer = load_tokenizer(
         cfg, [e.source for e in train_examples] + [e.target for e in train_examples]
@@ -110,7 +116,7 @@ def run(cfg: DictConfig) -> Path:
         eval_examples = load_examples(task, cfg.eval_split, cfg.eval_limit)
         eval_dataset = tokenize_pairs(
             tokenizer,
-            [e.source for e in eval_examples],
+            [task.encoder_text(e.source) for e in eval_examples],
             [e.target for e in eval_examples],
             *lengths,
         )
@@ -133,7 +139,15 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with one_line_errors("bild_exp.train", lambda: interrupted_note(cfg)):
+        run(cfg)
+
+
+def interrupted_note(cfg: DictConfig) -> str:
+    return (
+        f"the Trainer's last checkpoint in {cfg.output_dir} is kept and calibration shards are "
+        "reused; the same command starts again from them"
+    )
 
 
 if __name__ == "__main__":

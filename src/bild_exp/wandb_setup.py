@@ -11,6 +11,8 @@ import netrc
 import os
 from typing import Any
 
+from bild_exp.decoding.params import InvalidParameterError
+
 log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
 
@@ -28,7 +30,7 @@ def resolve_mode(logger_cfg: Any) -> str:
     """``online``, ``offline`` or ``disabled`` for this run."""
     if logger_cfg is None or logger_cfg.get("name", "none") == "none":
         return "disabled"
-    mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE")
+    mode = check_mode(logger_cfg)
     if mode is None:
         if has_api_key():
             return "online"
@@ -36,8 +38,17 @@ def resolve_mode(logger_cfg: Any) -> str:
             "W&B: no API key and no mode set, logging offline (upload later with `wandb sync`)"
         )
         return "offline"
-    if mode not in MODES:
-        raise ValueError(f"logger.mode={mode!r} is invalid: accepted {', '.join(MODES)}")
+    return mode
+
+
+def check_mode(logger_cfg: Any) -> str | None:
+    """The configured mode (``logger.mode``, else ``WANDB_MODE``), refused unless known."""
+    if logger_cfg is None or logger_cfg.get("name", "none") == "none":
+        return None
+    mode = logger_cfg.get("mode") or os.environ.get("WANDB_MODE")
+    if mode is not None and mode not in MODES:
+        source = "logger.mode" if logger_cfg.get("mode") else "WANDB_MODE"
+        raise InvalidParameterError(f"{source}={mode!r} is invalid: accepted {', '.join(MODES)}")
     return mode
 
 

@@ -6,12 +6,15 @@ import hydra
 from omegaconf import DictConfig
 
 from bild_exp.bench.run import run
+from bild_exp.errors import one_line_errors
 from bild_exp.sweep import with_default_task
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    run(with_default_task(cfg))
+    note = "the selection sweep's records are saved; the same command resumes it, then reruns the head-to-head"
+    with one_line_errors("bild_exp.bench", lambda: note):
+        run(with_default_task(cfg))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 
 from bild_exp.decoding import GenerationResult, generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
+from bild_exp.decoding.runner import StopStrings
 from bild_exp.harness.models import LoadedPair
 
 
@@ -29,10 +30,15 @@ class Contender:
     engine: bool = True
 
     def decode(
-        self, pair: LoadedPair, input_ids: torch.Tensor, max_new_tokens: int
+        self,
+        pair: LoadedPair,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        stop_strings: list[str] | None = None,
     ) -> GenerationResult:
         if not self.engine:
-            return hf_generate(pair.large, input_ids, max_new_tokens)
+            stops = StopStrings.of(stop_strings, pair.tokenizer)
+            return hf_generate(pair.large, input_ids, max_new_tokens, stops)
         small = pair.smalls.get(self.small_variant)
         large = None if self.method == "small" else pair.large
         return generate(
@@ -41,13 +47,17 @@ class Contender:
             small=small,
             input_ids=input_ids,
             max_new_tokens=max_new_tokens,
+            stop_strings=stop_strings,
+            tokenizer=pair.tokenizer,
             **self.params,
         )
 
 
-def hf_generate(model, input_ids: torch.Tensor, max_new_tokens: int) -> GenerationResult:
+def hf_generate(
+    model, input_ids: torch.Tensor, max_new_tokens: int, stop_strings: StopStrings | None = None
+) -> GenerationResult:
     """Vanilla large through HF ``generate`` (greedy), counted the same way as the engine."""
-    tokens = hf_greedy_tokens(model, input_ids, max_new_tokens)
+    tokens = hf_greedy_tokens(model, input_ids, max_new_tokens, stop_strings=stop_strings)
     return GenerationResult(tokens=tokens, from_large=[True] * len(tokens), stats={})
 
 

@@ -29,10 +29,10 @@ from bild_exp.bench.cost_model import (
 from bild_exp.bench.methods import Contender, contenders
 from bild_exp.bench.scale import length_table, worker_throughput
 from bild_exp.data.tasks import load_examples, task_from_config
-from bild_exp.harness.execute import EncodedExample, encode
+from bild_exp.harness.execute import EncodedExample, encode, output_text
 from bild_exp.harness.metrics import score
 from bild_exp.harness.models import LoadedPair, load_pair
-from bild_exp.harness.pipeline import run_sweep
+from bild_exp.harness.pipeline import check_settings, print_plan, run_sweep
 from bild_exp.harness.plan import plan_runs
 from bild_exp.harness.store import atomic_write_bytes
 from bild_exp.harness.summary import quality_column
@@ -47,17 +47,20 @@ def interleaved_run(
     pair: LoadedPair,
     max_new_tokens: int,
     warmup: int,
+    stop_strings: list[str] | None = None,
 ) -> pd.DataFrame:
     """Decode every example with every contender, rotating the order per example."""
     for contender in chosen:
         for item in items[:warmup]:
-            contender.decode(pair, item.input_ids, max_new_tokens)
+            contender.decode(pair, item.input_ids, max_new_tokens, stop_strings)
     rows = []
     for index, item in enumerate(items):
         shift = index % len(chosen)
         for contender in chosen[shift:] + chosen[:shift]:
             result, seconds = timed(
-                lambda c=contender, ids=item.input_ids: c.decode(pair, ids, max_new_tokens),
+                lambda c=contender, ids=item.input_ids: c.decode(
+                    pair, ids, max_new_tokens, stop_strings
+                ),
                 pair.device,
             )
             rows.append(
@@ -66,9 +69,7 @@ def interleaved_run(
                     "example_id": item.example.id,
                     "latency_s": seconds,
                     "n_tokens": len(result.tokens),
-                    "hypothesis": pair.tokenizer.decode(
-                        result.tokens, skip_special_tokens=True
-                    ).strip(),
+                    "hypothesis": output_text(pair.tokenizer, result.tokens, stop_strings),
                     "reference": item.example.target,
                     "n_large_calls": result.stats.get("n_large_calls"),
                     "accepted_lengths": result.stats.get("accepted_lengths"),
@@ -160,15 +161,21 @@ def run(cfg: DictConfig) -> Path:
     bench = cfg.bench
     task = task_from_config(cfg.task)
     metric, quality = task.metric, quality_column(task.metric, task.extra.get("quality"))
-    selection = run_sweep(cfg, plan_runs(cfg))
+    check_settings(cfg)
+    runs = plan_runs(cfg)
+    if cfg.dry_run:
+        print_plan(cfg, runs)
+        print(f"then the head-to-head on {bench.n_examples} examples of the {bench.split} split")
+        return Path(bench.output_dir) / cfg.pair.name
+    selection = run_sweep(cfg, runs)
     chosen, notes = contenders(
         selection.summary, quality, list(bench.tolerances), bench.hf_confidence_threshold
     )
     pair = load_pair(cfg.pair, ["base", "aligned"])
     examples = load_examples(task, bench.split, bench.n_examples)
-    items = encode(examples, pair.tokenizer, task.max_source_length, pair.device)
+    items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
-    records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup)
+    records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup, task.stop_strings)
     times = measure_pair_call_times(pair, records, items[0], bench.call_repeats)
     reference = records[records["method"] == chosen[0].name]
     table = pd.DataFrame(

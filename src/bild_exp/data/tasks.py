@@ -9,17 +9,22 @@ starting with ``package://``).
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bild_exp.data.prompts import PromptFormat
+from bild_exp.errors import BildError, first_line
+
 METRICS = ("bleu", "rouge")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-class DataError(ValueError):
+class DataError(BildError, ValueError):
     """A dataset cannot be loaded as configured (missing file, column, or offline Hub id)."""
 
 
@@ -38,10 +43,21 @@ class TaskSpec:
     nested_field: str | None = None
     id_field: str | None = None
     split: str = "validation"
-    source_prefix: str = ""
+    source_prefix: str = ""  # encoder-decoder pairs: prepended to the source (T5's "summarize: ")
     max_source_length: int = 1024
     max_new_tokens: int = 128
+    # Decoder-only pairs: how the source becomes a prompt (template, system, chat); see
+    # bild_exp.data.prompts. Stop strings end every method's output alike (e.g. ["\n"]).
+    prompt: dict[str, Any] | None = None
+    stop_strings: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def encoder_text(self, source: str) -> str:
+        """The encoder input of an encoder-decoder pair: the prefix, then the source."""
+        return self.source_prefix + source
+
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat.from_config(self.prompt, self.name)
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,7 @@ class Example:
 
 
 PACKAGE_SCHEME = "package://"
+MISSING = "???"  # OmegaConf's mark for a value the user must set
 
 
 def resolve_path(path: str) -> Path:
@@ -81,12 +98,18 @@ def load_rows(task: TaskSpec, split: str):
             raise DataError(
                 f"split={split!r} has no file in task {task.name!r}'s data_files: accepted {', '.join(available)}"
             )
-        path = resolve_path(task.data_files[split])
-        if not path.exists():
+        if task.data_files[split] == MISSING:
             raise DataError(
-                f"data_files.{split}={str(path)!r} does not exist: set it to a local file"
+                f"task.data_files.{split} is not set: add task.data_files.{split}=<path> to the "
+                f"command (accepted {', '.join(LOCAL_FORMATS)} files, optionally .gz)"
             )
-        return datasets.load_dataset(local_format(path), data_files=str(path), split="train")
+        path = resolve_path(task.data_files[split])
+        if not path.is_file():
+            raise DataError(
+                f"task.data_files.{split}={str(path)!r} does not exist: accepted a local "
+                f"{', '.join(LOCAL_FORMATS)} file (optionally .gz)"
+            )
+        return load_local_file(path, split)
     if task.hub_id is None:
         raise DataError(f"task {task.name!r} has neither hub_id nor data_files: set one")
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
@@ -94,6 +117,86 @@ def load_rows(task: TaskSpec, split: str):
         # offline unless the dataset is already cached.
         return load_cached_or_fail(task, split)
     return datasets.load_dataset(task.hub_id, task.hub_config, split=split)
+
+
+def load_local_file(path: Path, split: str):
+    """A local file as a ``datasets.Dataset``, checked first so that a bad file gets one line
+    naming it (and the line) instead of a library's chained tracebacks."""
+    import datasets
+
+    fmt = local_format(path)
+    if fmt != "parquet":
+        check_text_file(path, split, is_jsonl=path.name.removesuffix(".gz").endswith(".jsonl"))
+    try:
+        rows = datasets.load_dataset(fmt, data_files=str(path), split="train")
+    except Exception as error:  # datasets wraps parser errors in several types
+        raise DataError(
+            f"task.data_files.{split}={str(path)!r} cannot be read as {fmt} "
+            f"({type(error).__name__}: {first_line(error)[:200]})"
+        ) from None
+    if len(rows) == 0:
+        raise DataError(
+            f"task.data_files.{split}={str(path)!r} has no rows: accepted a file with at least "
+            "one example (a CSV needs a header and one data line)"
+        )
+    return rows
+
+
+def check_text_file(path: Path, split: str, is_jsonl: bool) -> None:
+    """UTF-8, not empty, and for JSON(L) parseable, or a DataError naming the line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    name = f"task.data_files.{split}={str(path)!r}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{name} is not UTF-8 text (byte {data[error.start]:#04x} on line {line}): "
+            "accepted UTF-8 encoded files (re-save it as UTF-8)"
+        ) from None
+    if not text.strip():
+        raise DataError(f"{name} is empty: accepted a file with at least one example")
+    if path.name.removesuffix(".gz").endswith(".csv") and len(text.strip().splitlines()) < 2:
+        raise DataError(
+            f"{name} has no rows (a header only): accepted a CSV with a header line and at "
+            "least one data line"
+        )
+    if is_jsonl:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                check_json_object(line, f"{name} line {number}", "one JSON object per line")
+    elif path.name.removesuffix(".gz").endswith(".json"):
+        check_json_document(text, name)
+
+
+def check_json_object(line: str, where: str, accepted: str) -> None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{where} is not valid JSON ({error.msg}): accepted {accepted}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{where} is a JSON {type(value).__name__}: accepted {accepted}")
+
+
+def check_json_document(text: str, name: str) -> None:
+    """A .json file: a list of objects, an object of columns, or JSON Lines."""
+    try:
+        json.loads(text)
+        return
+    except json.JSONDecodeError as error:
+        whole_error = error
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].lstrip().startswith("{"):  # JSON Lines named .json
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                check_json_object(line, f"{name} line {number}", "one JSON object per line")
+        return
+    raise DataError(
+        f"{name} is not valid JSON ({whole_error.msg} on line {whole_error.lineno}): accepted a "
+        "JSON list of objects or one JSON object per line"
+    )
 
 
 def load_cached_or_fail(task: TaskSpec, split: str):
@@ -128,14 +231,24 @@ def to_examples(task: TaskSpec, rows, split: str) -> list[Example]:
             if task.id_field and task.id_field in row
             else f"{split}-{index}"
         )
+        source, target = (
+            text_value(record, task.source_field),
+            text_value(record, task.target_field),
+        )
         examples.append(
             Example(
                 id=example_id,
-                source=task.source_prefix + str(record[task.source_field]),
-                target=str(record[task.target_field]),
+                source=source,
+                target=target,
             )
         )
     return examples
+
+
+def text_value(record: dict[str, Any] | None, field_name: str) -> str:
+    """A field as text; null or missing is empty (never the text "None")."""
+    value = None if record is None else record.get(field_name)
+    return "" if value is None else str(value)
 
 
 def load_examples(
@@ -161,8 +274,17 @@ def task_from_config(config: Any) -> TaskSpec:
     known = set(TaskSpec.__dataclass_fields__)
     extra = {k: v for k, v in values.items() if k not in known}
     spec_values = {k: v for k, v in values.items() if k in known}
+    stops = spec_values.get("stop_strings")
+    if stops is not None and (
+        not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops)
+    ):
+        raise DataError(
+            f"task.stop_strings={stops!r} is invalid: accepted null or a list of non-empty strings"
+        )
     if spec_values.get("metric") not in METRICS:
         raise DataError(
             f"task.metric={spec_values.get('metric')!r} is invalid: accepted {', '.join(METRICS)}"
         )
-    return TaskSpec(**spec_values, extra={**spec_values.get("extra", {}), **extra})
+    spec = TaskSpec(**spec_values, extra={**spec_values.get("extra", {}), **extra})
+    spec.prompt_format()  # a bad prompt is refused here, before anything loads
+    return spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from bild_exp.decoding.params import (
     parse_params,
 )
 from bild_exp.decoding.result import GenerationResult
+from bild_exp.decoding.runner import StopStrings
 from bild_exp.decoding.sampling import make_sampler
 from bild_exp.decoding.speculative import decode_speculative
 
@@ -132,6 +134,8 @@ def generate(
     input_ids: torch.Tensor,
     max_new_tokens: int = 128,
     use_cache: bool = True,
+    stop_strings: Sequence[str] | None = None,
+    tokenizer: Any = None,
     **params: Any,
 ) -> GenerationResult:
     """Generate one continuation (batch size 1) with a decoding method.
@@ -147,6 +151,10 @@ def generate(
         max_new_tokens: upper bound on generated tokens.
         use_cache: False runs the slow no-cache reference (every forward recomputes
             the whole sequence); tokens and stats must not change.
+        stop_strings: text that ends the output (e.g. ``["\n"]``), found in the decoded
+            generated tokens by ``tokenizer``; every method stops at the same token. EOS
+            (every id of the model's generation config, e.g. an end-of-turn token) always
+            ends it.
         **params: the method's parameters (see ``bild_exp.decoding.params``), e.g.
             ``fallback_threshold``, ``rollback_threshold``, ``window``, ``sampling``,
             ``top_p``, ``temperature``, ``seed``.
@@ -164,7 +172,15 @@ def generate(
         method_params.seed,
         device,
     )
-    common = {"sampler": sampler, "max_new_tokens": max_new_tokens, "use_cache": use_cache}
+    if stop_strings and tokenizer is None:
+        raise invalid("tokenizer", None, "a tokenizer to find stop_strings in the output")
+    stops = StopStrings.of(stop_strings, tokenizer)
+    common = {
+        "sampler": sampler,
+        "max_new_tokens": max_new_tokens,
+        "use_cache": use_cache,
+        "stop_strings": stops,
+    }
     if method in ("large", "small"):
         model = large if method == "large" else small
         if isinstance(model, EarlyExit):
@@ -179,5 +195,10 @@ def generate(
     if method == "oracle":
         return decode_oracle(large, small, input_ids, params=method_params, **common)
     return decode_hf_assisted(
-        large, small, input_ids, params=method_params, max_new_tokens=max_new_tokens
+        large,
+        small,
+        input_ids,
+        params=method_params,
+        max_new_tokens=max_new_tokens,
+        stop_strings=stops,
     )

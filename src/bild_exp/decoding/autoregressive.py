@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedModel
 
 from bild_exp.decoding.result import GenerationResult, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner
+from bild_exp.decoding.runner import DecoderRunner, StopStrings
 from bild_exp.decoding.sampling import Sampler
 
 
@@ -18,9 +18,10 @@ def decode_autoregressive(
     sampler: Sampler,
     max_new_tokens: int,
     use_cache: bool = True,
+    stop_strings: StopStrings | None = None,
 ) -> GenerationResult:
     """Decode token by token with ``model``; one forward and one host sync per token."""
-    sequence = start_sequence(model, input_ids, max_new_tokens)
+    sequence = start_sequence(model, input_ids, max_new_tokens, stop_strings)
     runner = DecoderRunner(model, input_ids, use_cache)
     while not sequence.done:
         token = sampler.choose(runner.forward(sequence.view())[-1])

@@ -15,7 +15,7 @@ from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import BildParams
 from bild_exp.decoding.policies import first_rollback_index, rollback_distances, should_fall_back
 from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner, TokenSequence, runner_pair
+from bild_exp.decoding.runner import DecoderRunner, StopStrings, TokenSequence, runner_pair
 from bild_exp.decoding.sampling import Sampler
 
 
@@ -136,13 +136,14 @@ def decode_bild(
     sampler: Sampler,
     max_new_tokens: int,
     use_cache: bool = True,
+    stop_strings: StopStrings | None = None,
 ) -> GenerationResult:
     """Run BiLD on one example (batch size 1)."""
     large_runner, small_runner = runner_pair(large, small, input_ids, use_cache)
     decoder = BildDecoder(
         large=large_runner,
         small=small_runner,
-        sequence=start_sequence(large, input_ids, max_new_tokens),
+        sequence=start_sequence(large, input_ids, max_new_tokens, stop_strings),
         params=params,
         sampler=sampler,
     )

@@ -30,7 +30,7 @@ from bild_exp.decoding.layers import (
 )
 from bild_exp.decoding.params import CalmParams, InvalidParameterError
 from bild_exp.decoding.result import GenerationResult, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner
+from bild_exp.decoding.runner import DecoderRunner, StopStrings
 from bild_exp.decoding.sampling import Sampler
 
 CALM_LAYOUTS = (T5_LAYOUT, LLAMA_LAYOUT)
@@ -221,10 +221,11 @@ def decode_calm(
     sampler: Sampler,
     max_new_tokens: int,
     use_cache: bool = True,
+    stop_strings: StopStrings | None = None,
 ) -> GenerationResult:
     """Decode token by token with CALM's per-token early exit (batch size 1)."""
     check_calm_model(model)
-    sequence = start_sequence(model, input_ids, max_new_tokens)
+    sequence = start_sequence(model, input_ids, max_new_tokens, stop_strings)
     runner = CalmRunner(model, input_ids, params, sequence.prefix_length, max_new_tokens, use_cache)
     while not sequence.done:
         token = sampler.choose(runner.forward(sequence.view())[-1])

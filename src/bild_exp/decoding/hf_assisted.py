@@ -12,13 +12,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 
 from bild_exp.decoding.params import HfAssistedParams
 from bild_exp.decoding.result import GenerationResult, decoder_prefix
-from bild_exp.decoding.runner import empty_cache
+from bild_exp.decoding.runner import StopStrings, empty_cache
 
 
 @contextmanager
@@ -59,8 +60,14 @@ def decode_hf_assisted(
     *,
     params: HfAssistedParams,
     max_new_tokens: int,
+    stop_strings: StopStrings | None = None,
 ) -> GenerationResult:
-    """Run ``large.generate(assistant_model=small, ...)`` on one example."""
+    """Run ``large.generate(assistant_model=small, ...)`` on one example.
+
+    HF stops on the stop strings itself; its output is then cut by the engine's own rule
+    (the token completing the first stop string), so every method keeps the same tokens.
+    """
+
     sampling_kwargs: dict = {"do_sample": False}
     if params.sampling == "nucleus":
         sampling_kwargs = {
@@ -86,20 +93,26 @@ def decode_hf_assisted(
             num_beams=1,
             past_key_values=empty_cache(large),
             **sampling_kwargs,
+            **stop_kwargs(stop_strings),
         )
-    tokens = output[0, n_prefix:].tolist()
+    tokens = clip_at_stop(output[0, n_prefix:].tolist(), stop_strings)
     stats = {"n_large_calls": large_calls[0], "n_small_calls": small_calls[0]}
     return GenerationResult(tokens=tokens, from_large=None, stats=stats)
 
 
 @torch.inference_mode()
 def hf_greedy_tokens(
-    model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int, exact_length: bool = False
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    exact_length: bool = False,
+    stop_strings: StopStrings | None = None,
 ) -> list[int]:
     """Plain HF ``generate`` greedy output (generated tokens only): the reference the engine
     must match, and the ``vanilla large (HF generate)`` baseline. ``exact_length`` forbids
-    stopping before ``max_new_tokens``."""
-    output = model.generate(
+    stopping before ``max_new_tokens``; ``stop_strings`` are HF's to stop on, and its
+    output is cut by the engine's rule."""
+    tokens = model.generate(
         input_ids,
         attention_mask=torch.ones_like(input_ids),
         do_sample=False,
@@ -107,5 +120,19 @@ def hf_greedy_tokens(
         max_new_tokens=max_new_tokens,
         min_new_tokens=max_new_tokens if exact_length else None,
         past_key_values=empty_cache(model),
-    )
-    return output[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
+        **stop_kwargs(stop_strings),
+    )[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
+    return clip_at_stop(tokens, stop_strings)
+
+
+def stop_kwargs(stop_strings: StopStrings | None) -> dict[str, Any]:
+    """HF ``generate``'s own stop-string arguments."""
+    if stop_strings is None:
+        return {}
+    return {"stop_strings": list(stop_strings.strings), "tokenizer": stop_strings.tokenizer}
+
+
+def clip_at_stop(tokens: list[int], stop_strings: StopStrings | None) -> list[int]:
+    """Tokens through the one that completes the first stop string (the engine's rule)."""
+    end = None if stop_strings is None else stop_strings.end(tokens)
+    return tokens if end is None else tokens[:end]

@@ -8,7 +8,7 @@ from transformers import PreTrainedModel
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import OracleParams
 from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
-from bild_exp.decoding.runner import runner_pair
+from bild_exp.decoding.runner import StopStrings, runner_pair
 from bild_exp.decoding.sampling import Sampler
 
 
@@ -21,12 +21,13 @@ def decode_oracle(
     sampler: Sampler,
     max_new_tokens: int,
     use_cache: bool = True,
+    stop_strings: StopStrings | None = None,
 ) -> GenerationResult:
     """Both models run at every step; y_S is replaced when ``p_L(y_S) < oracle_threshold``.
 
     ``stats["oracle_replaced_fraction"]`` is the fraction of kept tokens the large model replaced.
     """
-    sequence = start_sequence(large, input_ids, max_new_tokens)
+    sequence = start_sequence(large, input_ids, max_new_tokens, stop_strings)
     large_runner, small_runner = runner_pair(large, small, input_ids, use_cache)
     counters = PolicyCounters()
     while not sequence.done:

@@ -13,11 +13,12 @@ from typing import Any
 
 from bild_exp.decoding.policies import ROLLBACK_METRICS
 from bild_exp.decoding.sampling import SAMPLING_MODES
+from bild_exp.errors import BildError
 
 ASSISTANT_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 
 
-class InvalidParameterError(ValueError):
+class InvalidParameterError(BildError, ValueError):
     """A decoding parameter or input is out of its accepted range."""
 
 

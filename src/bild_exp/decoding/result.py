@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from bild_exp.decoding.runner import DecoderRunner, TokenSequence
+from bild_exp.decoding.runner import DecoderRunner, StopStrings, TokenSequence
 
 
 @dataclass
@@ -64,11 +64,14 @@ def eos_token_ids(model: PreTrainedModel) -> frozenset[int]:
 
 
 def start_sequence(
-    model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    stop_strings: StopStrings | None = None,
 ) -> TokenSequence:
     """A fresh sequence holding only the decoder prefix."""
     return TokenSequence.start(
-        decoder_prefix(model, input_ids), max_new_tokens, eos_token_ids(model)
+        decoder_prefix(model, input_ids), max_new_tokens, eos_token_ids(model), stop_strings
     )
 
 

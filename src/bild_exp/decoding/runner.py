@@ -15,7 +15,9 @@ the skipped layers get real keys and values and the shared layers stay consisten
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -166,9 +168,49 @@ def runner_pair(
         return len(self.calls)
 
 
+@dataclass(frozen=True)
+class StopStrings:
+    """Text that ends an output (e.g. ``"\n"`` for one-line answers), checked on the decoded
+    generated tokens only. The output keeps the token that completes the first occurrence
+    (as it keeps an EOS); the stored text is cut before it (:meth:`cut`)."""
+
+    strings: tuple[str, ...]
+    tokenizer: Any  # decodes generated ids to text (special tokens kept)
+
+    @classmethod
+    def of(cls, strings: Sequence[str] | None, tokenizer: Any) -> StopStrings | None:
+        return cls(tuple(strings), tokenizer) if strings else None
+
+    def contained(self, tokens: list[int]) -> bool:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        return any(stop in text for stop in self.strings)
+
+    def end(self, tokens: list[int]) -> int | None:
+        """The smallest n such that ``tokens[:n]`` contains a stop string, else None."""
+        if not tokens or not self.contained(tokens):
+            return None
+        low, high = 1, len(tokens)  # containment only grows with the prefix: bisect
+        while low < high:
+            middle = (low + high) // 2
+            if self.contained(tokens[:middle]):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def cut(self, text: str) -> str:
+        """``text`` up to the first stop string."""
+        positions = [text.find(stop) for stop in self.strings if stop in text]
+        return text[: min(positions)] if positions else text
+
+
 @dataclass
 class TokenSequence:
-    """The decoder input shared by both models, kept on the device, and who wrote each token."""
+    """The decoder input shared by both models, kept on the device, and who wrote each token.
+
+    It ends at the first EOS (any of the model's end tokens), when a stop string appears in
+    the generated text, or at ``max_new_tokens``: every method asks it, so all stop alike.
+    """
 
     buffer: torch.Tensor  # (1, prefix_length + max_new_tokens + 1)
     prefix_length: int
@@ -177,15 +219,27 @@ class TokenSequence:
     length: int = 0
     tokens: list[int] = field(default_factory=list)
     from_large: list[bool] = field(default_factory=list)
+    stop_strings: StopStrings | None = None
 
     @classmethod
     def start(
-        cls, prefix: torch.Tensor, max_new_tokens: int, eos_token_ids: frozenset[int]
+        cls,
+        prefix: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_ids: frozenset[int],
+        stop_strings: StopStrings | None = None,
     ) -> TokenSequence:
         prefix_length = prefix.shape[1]
         buffer = prefix.new_zeros((1, prefix_length + max_new_tokens + 1))
         buffer[:, :prefix_length] = prefix
-        return cls(buffer, prefix_length, max_new_tokens, eos_token_ids, length=prefix_length)
+        return cls(
+            buffer,
+            prefix_length,
+            max_new_tokens,
+            eos_token_ids,
+            length=prefix_length,
+            stop_strings=stop_strings,
+        )
 
     def view(self) -> torch.Tensor:
         """``(1, length)`` the current decoder input (a view, no copy)."""
@@ -222,13 +276,20 @@ class TokenSequence:
     @property
     def done(self) -> bool:
         ended = bool(self.tokens) and self.tokens[-1] in self.eos_token_ids
+        if not ended and self.stop_strings is not None:
+            ended = self.stop_strings.contained(self.tokens)
         return ended or self.n_generated >= self.max_new_tokens
 
     def clip_after_stop(self) -> None:
-        """Cut tokens after the first EOS and beyond ``max_new_tokens`` (multi-token appends)."""
+        """Cut tokens after the first EOS or stop string and beyond ``max_new_tokens``
+        (multi-token appends)."""
         for index, token in enumerate(self.tokens):
             if token in self.eos_token_ids:
                 self.truncate(index + 1)
                 break
+        if self.stop_strings is not None:
+            end = self.stop_strings.end(self.tokens)
+            if end is not None:
+                self.truncate(end)
         if self.n_generated > self.max_new_tokens:
             self.truncate(self.max_new_tokens)

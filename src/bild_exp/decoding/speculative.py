@@ -15,7 +15,7 @@ from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import SpeculativeParams
 from bild_exp.decoding.policies import greedy_acceptance, speculative_acceptance
 from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner, TokenSequence, runner_pair
+from bild_exp.decoding.runner import DecoderRunner, StopStrings, TokenSequence, runner_pair
 from bild_exp.decoding.sampling import Sampler
 
 
@@ -76,9 +76,10 @@ def decode_speculative(
     sampler: Sampler,
     max_new_tokens: int,
     use_cache: bool = True,
+    stop_strings: StopStrings | None = None,
 ) -> GenerationResult:
     """Run speculative decoding on one example (batch size 1)."""
-    sequence = start_sequence(large, input_ids, max_new_tokens)
+    sequence = start_sequence(large, input_ids, max_new_tokens, stop_strings)
     large_runner, small_runner = runner_pair(large, small, input_ids, use_cache)
     counters = PolicyCounters()
     while not sequence.done:

@@ -13,9 +13,11 @@ from typing import Any
 
 import torch
 
-from bild_exp.data.tasks import Example
+from bild_exp.data.prompts import encoder_input, prompt_input
+from bild_exp.data.tasks import Example, TaskSpec
 from bild_exp.decoding import generate
 from bild_exp.decoding.early_exit import EarlyExit
+from bild_exp.decoding.runner import StopStrings
 from bild_exp.flops import ModelShape, generation_cost
 from bild_exp.harness.models import LoadedPair
 from bild_exp.harness.plan import RunConfig
@@ -47,28 +49,55 @@ LIST_STAT_COLUMNS = (
 @dataclass
 class EncodedExample:
     example: Example
-    input_ids: torch.Tensor
-    n_source_tokens: int
+    input_ids: torch.Tensor  # (1, L): the encoder input, or the whole prompt
+    n_source_tokens: int  # the source alone, before any cut
     truncated: bool
+
+    @property
+    def n_prompt_tokens(self) -> int:
+        return self.input_ids.shape[1]
 
 
 def encode(
-    examples: list[Example], tokenizer: Any, max_source_length: int, device: torch.device
+    examples: list[Example],
+    tokenizer: Any,
+    task: TaskSpec,
+    device: torch.device,
+    architecture: str = "seq2seq",
 ) -> list[EncodedExample]:
-    """Tokenise once, outside any timed region; count truncations."""
+    """Tokenise once, outside any timed region: the encoder input (with the task's prefix)
+    for encoder-decoder pairs, the task's prompt for decoder-only pairs; count cuts."""
+    prompt = task.prompt_format()
     encoded = []
     for example in examples:
-        full = tokenizer(example.source, return_tensors="pt")["input_ids"]
-        ids = full[:, :max_source_length]
-        if ids.shape[1] < full.shape[1] and tokenizer.eos_token_id is not None:
-            ids[0, -1] = tokenizer.eos_token_id  # keep the end marker the models were trained with
+        if architecture == "seq2seq":
+            model_input = encoder_input(
+                task.encoder_text(example.source), tokenizer, task.max_source_length
+            )
+        else:
+            model_input = prompt_input(example.source, prompt, tokenizer, task.max_source_length)
+        ids = torch.tensor([model_input.ids], dtype=torch.long, device=device)
         encoded.append(
-            EncodedExample(example, ids.to(device), full.shape[1], ids.shape[1] < full.shape[1])
+            EncodedExample(example, ids, model_input.n_source_tokens, model_input.truncated)
         )
     return encoded
 
 
-def decode_once(run: RunConfig, pair: LoadedPair, input_ids: torch.Tensor, max_new_tokens: int):
+def output_text(tokenizer: Any, tokens: list[int], stop_strings: list[str] | None) -> str:
+    """The generated text only (never the prompt): special tokens dropped, cut before the
+    first stop string."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    stops = StopStrings.of(stop_strings, tokenizer)
+    return (stops.cut(text) if stops else text).strip()
+
+
+def decode_once(
+    run: RunConfig,
+    pair: LoadedPair,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    stop_strings: list[str] | None = None,
+):
     large, small = pair.models_for(run.method, run.small_variant)
     return generate(
         run.method,
@@ -76,6 +105,8 @@ def decode_once(run: RunConfig, pair: LoadedPair, input_ids: torch.Tensor, max_n
         small=small,
         input_ids=input_ids,
         max_new_tokens=max_new_tokens,
+        stop_strings=stop_strings,
+        tokenizer=pair.tokenizer,
         **run.params,
     )
 
@@ -126,6 +157,7 @@ def record(
         "latency_s": seconds,
         "n_tokens": len(result.tokens),
         "n_source_tokens": item.n_source_tokens,
+        "n_prompt_tokens": item.n_prompt_tokens,
         "source_truncated": item.truncated,
         "tokens": list(result.tokens),
         "from_large": None if result.from_large is None else list(result.from_large),
@@ -149,6 +181,7 @@ def execute_run(
     max_new_tokens: int,
     warmup: int,
     on_example: Callable[[], None] = lambda: None,
+    stop_strings: list[str] | None = None,
 ) -> int:
     """Decode every example of ``items`` not yet in ``store``; return how many were decoded."""
     done = store.done_keys()
@@ -158,18 +191,23 @@ def execute_run(
     if not todo:
         return 0
     for item in items[:warmup]:
-        decode_once(run, pair, item.input_ids, max_new_tokens)
+        decode_once(run, pair, item.input_ids, max_new_tokens, stop_strings)
     buffer = []
-    for item in todo:
-        result, seconds = timed(
-            lambda item=item: decode_once(run, pair, item.input_ids, max_new_tokens), pair.device
-        )
-        hypothesis = pair.tokenizer.decode(result.tokens, skip_special_tokens=True).strip()
-        costs = cost_columns(run, pair, item.input_ids.shape[1], result.stats)
-        buffer.append({**context, **record(run, item, result, seconds, hypothesis, costs)})
-        on_example()
-        if len(buffer) >= FLUSH_EVERY:
-            store.append(buffer)
-            buffer = []
-    store.append(buffer)
+    try:
+        for item in todo:
+            result, seconds = timed(
+                lambda item=item: decode_once(
+                    run, pair, item.input_ids, max_new_tokens, stop_strings
+                ),
+                pair.device,
+            )
+            hypothesis = output_text(pair.tokenizer, result.tokens, stop_strings)
+            costs = cost_columns(run, pair, item.input_ids.shape[1], result.stats)
+            buffer.append({**context, **record(run, item, result, seconds, hypothesis, costs)})
+            on_example()
+            if len(buffer) >= FLUSH_EVERY:
+                store.append(buffer)
+                buffer = []
+    finally:  # finished examples are complete records, even when Ctrl-C stops the next one
+        store.append(buffer)
     return len(todo)

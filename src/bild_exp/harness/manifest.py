@@ -44,7 +44,7 @@ def build_manifest(
     cfg: DictConfig,
     examples: list,
     items: list,
-    n_empty_sources: int,
+    n_skipped: dict[str, int],
     device: dict[str, Any],
     dataset_fingerprint: str,
 ) -> dict[str, Any]:
@@ -55,6 +55,6 @@ def build_manifest(
         "config": OmegaConf.to_container(cfg, resolve=True),
         "dataset_fingerprint": dataset_fingerprint,
         "n_examples": len(examples),
-        "n_empty_sources_skipped": n_empty_sources,
+        **n_skipped,
         "n_truncated_sources": sum(item.truncated for item in items),
     }

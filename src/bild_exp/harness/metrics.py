@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from bild_exp.decoding.params import InvalidParameterError
+
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -36,9 +38,10 @@ def corpus_bleu(
 def rouge(
     hypotheses: Sequence[str], references: Sequence[str], use_stemmer: bool = True
 ) -> dict[str, float]:
-    """Mean ROUGE-L and ROUGE-Lsum F1, in percent."""
-    scorer = rouge_scorer.RougeScorer(["rougeL", "rougeLsum"], use_stemmer=use_stemmer)
-    totals = {"rougeL": 0.0, "rougeLsum": 0.0}
+    """Mean ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F1, in percent."""
+    names = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(names, use_stemmer=use_stemmer)
+    totals = dict.fromkeys(names, 0.0)
     for hypothesis, reference in zip(hypotheses, references, strict=True):
         scores = scorer.score(split_sentences(reference), split_sentences(hypothesis))
         for name in totals:
@@ -59,4 +62,4 @@ def score(
         return {"bleu": corpus_bleu(hypotheses, references, bleu_tokenize)}
     if metric == "rouge":
         return rouge(hypotheses, references, rouge_stemmer)
-    raise ValueError(f"metric={metric!r} is invalid: accepted bleu, rouge")
+    raise InvalidParameterError(f"metric={metric!r} is invalid: accepted bleu, rouge")

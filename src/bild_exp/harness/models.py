@@ -19,12 +19,15 @@ from bild_exp.data.tasks import resolve_path
 from bild_exp.decoding import check_pair
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import BildError
 from bild_exp.flops import ModelShape
+from bild_exp.harness.gguf import converted_folder, is_gguf
+from bild_exp.harness.shared_weights import has_shared_weights, load_with_shared
 
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-class ModelLoadError(OSError):
+class ModelLoadError(BildError, OSError):
     """A checkpoint cannot be loaded (not cached while offline, missing folder, ...)."""
 
 
@@ -34,13 +37,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def checkpoint_location(name_or_path: str) -> str:
+def checkpoint_location(name_or_path: str, field: str = "large") -> str:
+    """A folder or Hub id transformers can load: package:// paths resolved, GGUF files
+    converted once to a cached folder."""
+    if is_gguf(name_or_path):
+        return str(converted_folder(name_or_path, field))
     path = resolve_path(name_or_path)
     return str(path) if path.exists() else name_or_path
 
 
 def load_checkpoint(loader: Any, name: str, name_or_path: str, **kwargs: Any) -> Any:
-    location = checkpoint_location(name_or_path)
+    location = checkpoint_location(name_or_path, name)
     try:
         return loader.from_pretrained(location, **kwargs)
     except OSError as error:
@@ -49,6 +56,39 @@ def load_checkpoint(loader: Any, name: str, name_or_path: str, **kwargs: Any) ->
             "accepted a local folder, a package:// path, or a Hub id that is cached "
             "(download it once with network access; HF_HUB_OFFLINE=1 forbids downloads)"
         ) from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.json")
+
+
+def own_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved with a checkpoint, or None when it has none (or none is cached)."""
+    location = checkpoint_location(name_or_path)
+    path = resolve_path(location)
+    if path.is_dir() and not any((path / name).exists() for name in TOKENIZER_FILES):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError):
+        return None
+
+
+def check_tokenizers(pair_cfg: Any, names: list[str], tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise unless every named checkpoint that carries a tokenizer has pair.tokenizer's
+    vocabulary (same pieces with the same ids): equal vocab_size is not enough."""
+    expected = tokenizer.get_vocab()
+    for name in names:
+        own = own_tokenizer(pair_cfg[name])
+        if own is None:
+            continue
+        actual = own.get_vocab()
+        if actual != expected:
+            differing = len(set(actual.items()) ^ set(expected.items())) // 2 or 1
+            raise InvalidParameterError(
+                f"pair.{name}={pair_cfg[name]!r} has its own tokenizer, whose vocabulary differs "
+                f"from pair.tokenizer={pair_cfg.tokenizer!r} in about {differing} of "
+                f"{len(expected)} entries: accepted models that share pair.tokenizer's vocabulary"
+            )
 
 
 @dataclass
@@ -85,6 +125,10 @@ def check_early_exit_depth(pair_cfg: Any) -> None:
         )
 
 
+def load_tokenizer(pair_cfg: Any) -> PreTrainedTokenizerBase:
+    return load_checkpoint(AutoTokenizer, "tokenizer", pair_cfg.tokenizer)
+
+
 def load_pair(
     pair_cfg: Any, variants: list[str], need_large: bool = True, need_calm: bool = False
 ) -> LoadedPair:
@@ -100,12 +144,20 @@ def load_pair(
     device = resolve_device(pair_cfg.device)
     dtype = getattr(torch, pair_cfg.dtype)
     loader = AutoModelForSeq2SeqLM if pair_cfg.architecture == "seq2seq" else AutoModelForCausalLM
-    tokenizer = load_checkpoint(AutoTokenizer, "tokenizer", pair_cfg.tokenizer)
+    tokenizer = load_tokenizer(pair_cfg)
 
-    def load(name: str) -> PreTrainedModel:
+    def load(name: str, large: PreTrainedModel | None = None) -> PreTrainedModel:
+        location = checkpoint_location(pair_cfg[name], name)
+        if has_shared_weights(location):  # a small cut from the large: its tensors are reused
+            return load_with_shared(location, large or load("large"), dtype, name).eval()
         model = load_checkpoint(loader, name, pair_cfg[name], dtype=dtype)
         return model.to(device).eval()
 
+    members = ["large"] if need_large or "early_exit" in variants else []
+    members += [SMALL_CHECKPOINTS[v] for v in variants if v in SMALL_CHECKPOINTS]
+    if need_calm and pair_cfg.get("calm_model"):
+        members.append("calm_model")
+    check_tokenizers(pair_cfg, members, tokenizer)  # before any weights load
     if "early_exit" in variants:  # the depth is checked on the config, before any weights load
         check_early_exit_depth(pair_cfg)
     large = load("large") if need_large or "early_exit" in variants else None
@@ -114,7 +166,7 @@ def load_pair(
         if variant == "early_exit":
             smalls[variant] = EarlyExit(large, layers=pair_cfg.early_exit_layers)
             continue
-        smalls[variant] = load(SMALL_CHECKPOINTS[variant])
+        smalls[variant] = load(SMALL_CHECKPOINTS[variant], large)
         if large is not None:
             check_pair(large, smalls[variant], pair_cfg.architecture)
     calm = load("calm_model") if need_calm and pair_cfg.get("calm_model") else None

@@ -9,18 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import transformers
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from bild_exp.data.tasks import DataError, Example, TaskSpec, load_examples, task_from_config
-from bild_exp.harness.execute import encode, execute_run
+from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import Interrupted
+from bild_exp.harness.execute import EncodedExample, encode, execute_run
 from bild_exp.harness.manifest import build_manifest
-from bild_exp.harness.models import load_pair
+from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resolve_device
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.report import format_summary, write_outputs
-from bild_exp.harness.store import RecordStore
+from bild_exp.harness.store import BusyError, RecordStore
 from bild_exp.harness.summary import operating_points, quality_column, summarize
 from bild_exp.timing import device_description
+from bild_exp.wandb_setup import check_mode
 
 log = logging.getLogger(__name__)
 EMPTY_SOURCE_POLICIES = ("skip", "error")
@@ -44,22 +48,48 @@ def print_plan(cfg: DictConfig, runs: list[RunConfig]) -> None:
         print(f"  {run.config_id} {run.study:<18} small={run.small_variant:<8} {run.params}")
 
 
-def select_examples(task: TaskSpec, cfg: DictConfig) -> tuple[list[Example], int]:
-    """The data slice; empty sources are skipped (and counted) or refused, as configured."""
-    policy = cfg.scoring.empty_sources
-    if policy not in EMPTY_SOURCE_POLICIES:
-        raise DataError(
-            f"scoring.empty_sources={policy!r} is invalid: accepted {', '.join(EMPTY_SOURCE_POLICIES)}"
+def check_settings(cfg: DictConfig) -> None:
+    """The sweep's own settings, checked before any data or model loads."""
+    limit = cfg.data.limit
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise InvalidParameterError(
+            f"data.limit={limit!r} is invalid: accepted null (the whole split) or an integer >= 1"
         )
+    warmup = cfg.data.warmup
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise InvalidParameterError(f"data.warmup={warmup!r} is invalid: accepted an integer >= 0")
+    if cfg.scoring.empty_sources not in EMPTY_SOURCE_POLICIES:
+        raise InvalidParameterError(
+            f"scoring.empty_sources={cfg.scoring.empty_sources!r} is invalid: accepted "
+            f"{', '.join(EMPTY_SOURCE_POLICIES)}"
+        )
+    check_mode(cfg.logger)
+
+
+def select_examples(task: TaskSpec, cfg: DictConfig) -> tuple[list[Example], dict[str, int]]:
+    """The data slice; examples with an empty (or null) source or reference are skipped and
+    counted, or refused, as ``scoring.empty_sources`` says."""
     examples = load_examples(task, cfg.data.split or task.split, cfg.data.limit)
-    kept = [e for e in examples if e.source.removeprefix(task.source_prefix).strip()]
-    if len(kept) < len(examples) and policy == "error":
+    empty = {
+        "n_empty_sources_skipped": sum(not has_source(e) for e in examples),
+        "n_empty_references_skipped": sum(has_source(e) and not e.target.strip() for e in examples),
+    }
+    kept = [e for e in examples if has_source(e) and e.target.strip()]
+    if len(kept) < len(examples) and cfg.scoring.empty_sources == "error":
         raise DataError(
-            f"{len(examples) - len(kept)} examples have an empty source: set scoring.empty_sources=skip"
+            f"{len(examples) - len(kept)} examples of task {task.name!r} have an empty or null "
+            "source or reference: set scoring.empty_sources=skip to skip them"
         )
     if not kept:
-        raise DataError(f"task {task.name!r} has no examples with a source in this slice")
-    return kept, len(examples) - len(kept)
+        raise DataError(
+            f"task {task.name!r} has no example with both a source and a reference in the first "
+            f"{len(examples)} rows of split {cfg.data.split or task.split!r}"
+        )
+    return kept, empty
+
+
+def has_source(example: Example) -> bool:
+    return bool(example.source.strip())
 
 
 def dataset_fingerprint(examples: list[Example]) -> str:
@@ -110,10 +140,8 @@ def truncate_references(references: pd.Series, tokenizer: Any, n_tokens: int | N
 
 def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     task = task_from_config(cfg.task)
-    examples, n_empty = select_examples(task, cfg)
-    variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
-    pair = load_pair(cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs))
-    device = device_description(pair.device)
+    examples, n_skipped = select_examples(task, cfg)
+    device = device_description(resolve_device(cfg.pair.device))
     fingerprint = compatibility(cfg, task, device["device_name"], runs)
     run_dir = (
         Path(cfg.results_dir) / cfg.experiment_name / (cfg.run or f"{task.name}_{cfg.pair.name}")
@@ -122,25 +150,26 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
         RecordStore(run_dir),
         RecordStore(Path(cfg.baselines_dir) / short_hash(fingerprint)),
     )
-    store.claim(fingerprint)
+    store.check(fingerprint)  # before any model loads
+    baselines.check(fingerprint)
+    if not cfg.progress:  # progress=false silences the libraries' loading bars too
+        transformers.utils.logging.disable_progress_bar()
+    if cfg.pair.architecture == "causal":  # a chat prompt needs a chat template: check first
+        task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
+    variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
+    pair = load_pair(cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs))
+    store.claim(fingerprint)  # only once the models load: a typo in a path locks nothing
     baselines.claim(fingerprint)
-    items = encode(examples, pair.tokenizer, task.max_source_length, pair.device)
+    items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     context = {"task": task.name, "pair": cfg.pair.name, "split": cfg.data.split or task.split}
-    max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
-    with tqdm(total=len(runs) * len(items), disable=not cfg.progress, unit="example") as bar:
-        for index, run in enumerate(runs):
-            bar.set_description(f"config {index + 1}/{len(runs)} {run.study}")
-            target = baselines if run.is_baseline else store
-            execute_run(
-                run,
-                items,
-                pair,
-                target,
-                context,
-                max_new_tokens,
-                cfg.data.warmup,
-                lambda: bar.update(1),
-            )
+    try:
+        execute_all(runs, items, pair, (store, baselines), context, cfg)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"{len(store.done_keys())} records in {str(store.parts_dir)!r} and "
+            f"{len(baselines.done_keys())} in {str(baselines.parts_dir)!r} are saved; "
+            "the same command resumes where this one stopped"
+        ) from None
     records = collect_records(runs, examples, store, baselines)
     records["scored_reference"] = truncate_references(
         records["reference"], pair.tokenizer, cfg.scoring.truncate_references
@@ -149,12 +178,54 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     summary = summarize(records, task.metric, quality, scoring)
     points = operating_points(summary, quality)
-    manifest = build_manifest(cfg, examples, items, n_empty, device, dataset_fingerprint(examples))
-    write_outputs(run_dir, summary, points, manifest, quality, cfg)
+    manifest = build_manifest(
+        cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
+    )
+    record_dirs = [store.parts_dir, baselines.parts_dir]
+    write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs)
     print(format_summary(summary, quality, device))
     print("\nOperating points (best speedup with quality within the tolerance of vanilla large):")
     print(points.round(3).to_string(index=False))
     return SweepOutcome(run_dir, records, summary, points)
+
+
+def execute_all(
+    runs: list[RunConfig],
+    items: list[EncodedExample],
+    pair: LoadedPair,
+    stores: tuple[RecordStore, RecordStore],
+    context: dict[str, Any],
+    cfg: DictConfig,
+) -> None:
+    """Every run's missing records. A configuration that another process is computing
+    (its lock is held) is left for last and then waited for, so parallel sweeps on one
+    folder split the work and never compute a record twice."""
+    store, baselines = stores
+    max_new_tokens = cfg.max_new_tokens or cfg.task.max_new_tokens
+    pending, wait = list(runs), False
+    with tqdm(total=len(runs) * len(items), disable=not cfg.progress, unit="example") as bar:
+        while pending:
+            deferred = []
+            for run in pending:
+                target = baselines if run.is_baseline else store
+                try:
+                    with target.lock(run.config_id, wait=wait):
+                        bar.set_description(f"config {run.config_id} {run.study}")
+                        execute_run(
+                            run,
+                            items,
+                            pair,
+                            target,
+                            context,
+                            max_new_tokens,
+                            cfg.data.warmup,
+                            lambda: bar.update(1),
+                            cfg.task.get("stop_strings"),
+                        )
+                except BusyError as busy:
+                    log.info("%s: computing the other configurations first", busy)
+                    deferred.append(run)
+            pending, wait = deferred, True
 
 
 def short_hash(value: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ RATE_COLUMNS = [
     "large_call_pct",
     "mean_accepted_length",
 ]
-OPTIONAL_COLUMNS = ["mean_exit_layer", "flops_per_token"]  # shown when any row has them
+OPTIONAL_COLUMNS = ["agreement_vs_large", "mean_exit_layer", "flops_per_token"]  # when present
 
 
 def table(summary: pd.DataFrame, quality: str) -> pd.DataFrame:
@@ -49,6 +49,7 @@ def write_outputs(
     manifest: dict[str, Any],
     quality: str,
     cfg: DictConfig,
+    record_dirs: list[Path],
 ) -> None:
     """summary.csv, operating_points.csv, summary.md, manifest.json, Pareto plot; then W&B
     (whose failure never touches the local files)."""
@@ -61,6 +62,6 @@ def write_outputs(
         summary, quality, run_dir / "pareto", title=f"{cfg.task.name} / {cfg.pair.name}"
     )
     try:
-        log_sweep(cfg, run_dir, summary, figure_paths)
+        log_sweep(cfg, run_dir, summary, figure_paths, record_dirs)
     except Exception as error:  # noqa: BLE001 - W&B must never lose or block local results
         log.warning("W&B logging failed, local results are complete: %s", error)

@@ -174,4 +174,36 @@ def summarize(
     ]
     summary = pd.DataFrame(rows)
     summary = add_speedups(summary, records)
+    summary = add_agreement(summary, records, metric, scoring)
     return add_pareto(summary, quality)
+
+
+def add_agreement(
+    summary: pd.DataFrame, records: pd.DataFrame, metric: str, scoring: dict[str, Any]
+) -> pd.DataFrame:
+    """``agreement_vs_large``: each configuration's outputs scored against vanilla large's
+    (BLEU or ROUGE-L) on the same examples: a lossy method is judged against both the
+    references and the model it approximates."""
+    large = records[records["method"] == "large"]
+    name = "bleu" if metric == "bleu" else "rougeL"
+    values = []
+    for _, row in summary.iterrows():
+        reference = large[large.apply(sampling_key, axis=1) == sampling_key(row)]
+        mine = records[records["config_id"] == row["config_id"]]
+        joined = mine.merge(
+            reference[["example_id", "hypothesis"]], on="example_id", suffixes=("", "_large")
+        )
+        if joined.empty:
+            values.append(None)
+            continue
+        scores = score(
+            metric,
+            list(joined["hypothesis"]),
+            list(joined["hypothesis_large"]),
+            scoring.get("bleu_tokenize", "13a"),
+            scoring.get("rouge_stemmer", True),
+        )
+        values.append(scores[name])
+    summary = summary.copy()
+    summary["agreement_vs_large"] = values
+    return summary

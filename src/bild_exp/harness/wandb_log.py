@@ -12,9 +12,17 @@ from bild_exp.wandb_setup import resolve_mode
 
 
 def log_sweep(
-    cfg: DictConfig, run_dir: Path, summary: pd.DataFrame, figures: list[Path]
+    cfg: DictConfig,
+    run_dir: Path,
+    summary: pd.DataFrame,
+    figures: list[Path],
+    record_dirs: list[Path],
 ) -> str | None:
-    """Log to W&B in the configured mode; return the local W&B run folder (None when disabled)."""
+    """Log to W&B in the configured mode; return the local W&B run folder (None when disabled).
+
+    ``record_dirs`` (the run's and the shared baselines' ``parts`` folders) go into the
+    records artifact, each under its own folder name; missing ones are left out.
+    """
     mode = resolve_mode(cfg.logger)
     if mode == "disabled":
         return None
@@ -44,7 +52,9 @@ def log_sweep(
             if figure.suffix == ".png":
                 run.log({figure.stem: wandb.Image(str(figure))})
         artifact = wandb.Artifact(name=f"records-{run_dir.name}", type="records")
-        artifact.add_dir(str(run_dir / "parts"))
+        for directory in record_dirs:
+            if directory.is_dir():
+                artifact.add_dir(str(directory), name=directory.parent.name)
         run.log_artifact(artifact)
         return run.dir
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -75,9 +75,18 @@ def generate_calibration_set(
     shard_size: int = 1024,
     max_source_length: int = 1024,
     max_new_tokens: int = 128,
+    outputs_for: Callable[[list[str]], list[str]] | None = None,
 ):
     """Generate (or resume) the calibration set; return it as a ``datasets.Dataset``
-    with columns ``source`` and ``target`` (the large model's output)."""
+    with columns ``source`` and ``target`` (the large model's output).
+
+    ``outputs_for`` maps a batch of sources to the large model's outputs (default: a
+    seq2seq ``large``'s greedy outputs; decoder-only pairs pass their prompt builder's)."""
+    if outputs_for is None:
+
+        def outputs_for(batch: list[str]) -> list[str]:
+            return large_greedy_outputs(large, tokenizer, batch, max_source_length, max_new_tokens)
+
     import datasets
 
     shard_dir = output_dir / "shards"
@@ -92,9 +101,7 @@ def generate_calibration_set(
         rows = []
         for start in range(0, len(shard_sources), batch_size):
             batch = shard_sources[start : start + batch_size]
-            outputs = large_greedy_outputs(
-                large, tokenizer, batch, max_source_length, max_new_tokens
-            )
+            outputs = outputs_for(list(batch))
             rows += [{"source": s, "target": t} for s, t in zip(batch, outputs, strict=True)]
         write_shard(rows, path)
         log.info("calibration shard %d/%d written", shard_index + 1, n_shards)

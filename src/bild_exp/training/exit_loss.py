@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer
 
 from bild_exp.decoding.layers import decoder_depth, exit_logits
+from bild_exp.decoding.params import InvalidParameterError
 
 WEIGHT_SCHEMES = ("equal", "depth")
 
@@ -25,7 +26,7 @@ def resolve_exit_layers(layers: Sequence[int | str] | str, n_layers: int) -> lis
     if layers == "all":
         return list(range(1, n_layers + 1))
     if isinstance(layers, str) or not layers:
-        raise ValueError(
+        raise InvalidParameterError(
             f"exit_loss.layers={layers!r} is invalid: accepted 'all' or a non-empty list of "
             f"depths in 1..{n_layers} (or 'last')"
         )
@@ -33,7 +34,7 @@ def resolve_exit_layers(layers: Sequence[int | str] | str, n_layers: int) -> lis
     for layer in layers:
         depth = n_layers if layer == "last" else layer
         if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= n_layers:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"exit_loss.layers entry={layer!r} is invalid: accepted a depth in 1..{n_layers} "
                 "or 'last'"
             )
@@ -48,14 +49,14 @@ def exit_loss_weights(depths: Sequence[int], scheme: str | Sequence[float]) -> l
     elif scheme == "depth":
         raw = [float(depth) for depth in depths]
     elif isinstance(scheme, str):
-        raise ValueError(
+        raise InvalidParameterError(
             f"exit_loss.weights={scheme!r} is invalid: accepted {', '.join(WEIGHT_SCHEMES)} "
             "or a list of non-negative numbers, one per exit layer"
         )
     else:
         raw = [float(weight) for weight in scheme]
         if len(raw) != len(depths) or any(w < 0 for w in raw) or sum(raw) <= 0:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"exit_loss.weights={list(scheme)!r} is invalid: accepted {len(depths)} "
                 "non-negative numbers (one per exit layer) with a positive sum"
             )

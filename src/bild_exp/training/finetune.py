@@ -24,6 +24,8 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.training.causal import CausalCollator, ResponseOnlyTrainer
 from bild_exp.training.exit_loss import ExitLossTrainer
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ def build_model(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -
         # float32 master weights even when the checkpoint is stored in bf16 (shipped models)
         return AutoModelForSeq2SeqLM.from_pretrained(model_cfg["name_or_path"], dtype=torch.float32)
     if init != "scratch":
-        raise ValueError(f"model.init={init!r} is invalid: accepted pretrained, scratch")
+        raise InvalidParameterError(f"model.init={init!r} is invalid: accepted pretrained, scratch")
     architecture = dict(model_cfg["architecture"])
     model_type = architecture.pop("model_type")
     config = AutoConfig.for_model(
@@ -83,6 +85,7 @@ def finetune(
     trainer_args: dict[str, Any],
     report_to: str = "none",
     exit_loss: tuple[list[int], list[float]] | None = None,
+    causal: bool = False,
 ) -> Path:
     """Train with Seq2SeqTrainer, resuming from the newest checkpoint; return ``output_dir/final``.
 
@@ -92,16 +95,19 @@ def finetune(
     output_dir.mkdir(parents=True, exist_ok=True)
     args = Seq2SeqTrainingArguments(output_dir=str(output_dir), report_to=report_to, **trainer_args)
     trainer_class, extra = Seq2SeqTrainer, {}
+    collator: Any = DataCollatorForSeq2Seq(tokenizer, model=model)
     if exit_loss is not None:
         trainer_class = ExitLossTrainer
         extra = {"exit_depths": exit_loss[0], "exit_weights": exit_loss[1]}
+    if causal:  # decoder-only: the loss of the response tokens only
+        trainer_class, collator = ResponseOnlyTrainer, CausalCollator(pad_token_id(tokenizer))
     trainer = trainer_class(
         **extra,
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+        data_collator=collator,
         processing_class=tokenizer,
     )
     last_checkpoint = get_last_checkpoint(str(output_dir))
@@ -118,6 +124,10 @@ def finetune(
         metrics = trainer.evaluate()
         trainer.save_metrics("eval", metrics)
     return final_dir
+
+
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def export_model(source_dir: Path, target_dir: Path, dtype: str = "bfloat16") -> None:

@@ -1,0 +1,78 @@
+"""One BiLD output of a run folder, for the per-token notebook (paper Figure 9).
+
+Raw records are git-ignored, so a fresh clone has a run's summaries but not its tokens:
+then one of the run's own examples is decoded now, with the run's best-speedup BiLD
+configuration, so the notebook works on what a fresh clone has.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from bild_exp.data.tasks import DataError, load_examples, task_from_config
+from bild_exp.harness.execute import EncodedExample, decode_once, encode, output_text, record
+from bild_exp.harness.models import load_pair
+from bild_exp.harness.plan import PARAM_COLUMNS, RunConfig
+from bild_exp.harness.store import RecordStore
+
+INTEGER_PARAMS = ("max_small_steps", "window", "num_assistant_tokens", "seed")
+
+
+def bild_example(run_dir: Path, n_candidates: int = 8) -> pd.Series:
+    """The run's BiLD record with the most rollbacks, from its records or decoded now."""
+    records = RecordStore(run_dir).read()
+    if "method" in records and (records["method"] == "bild").any():
+        bild = records[records["method"] == "bild"]
+        return bild.sort_values("n_rollbacks", ascending=False).iloc[0]
+    return decode_bild_example(run_dir, n_candidates)
+
+
+def decode_bild_example(run_dir: Path, n_candidates: int) -> pd.Series:
+    summary = pd.read_csv(run_dir / "summary.csv")
+    bild = summary[summary["method"] == "bild"]
+    if bild.empty:
+        raise DataError(f"run folder {str(run_dir)!r} has no BiLD configuration in summary.csv")
+    best = bild.sort_values("speedup", ascending=False).iloc[0]
+    run = RunConfig(best["study"], "bild", best["small_variant"], row_params(best))
+    config = json.loads((run_dir / "manifest.json").read_text())["config"]
+    task = task_from_config(config["task"])
+    pair = load_pair(OmegaConf.create(config["pair"]), [run.small_variant])
+    split = config["data"]["split"] or task.split
+    examples = load_examples(task, split, n_candidates)
+    items = encode(examples, pair.tokenizer, task, pair.device, config["pair"]["architecture"])
+    max_new_tokens = config["max_new_tokens"] or task.max_new_tokens
+    rows = [decode_row(run, pair, item, max_new_tokens, task.stop_strings) for item in items]
+    return pd.Series(max(rows, key=lambda row: row["n_rollbacks"]))
+
+
+def decode_row(
+    run: RunConfig,
+    pair: Any,
+    item: EncodedExample,
+    max_new_tokens: int,
+    stop_strings: list[str] | None,
+) -> dict:
+    result = decode_once(run, pair, item.input_ids, max_new_tokens, stop_strings)
+    hypothesis = output_text(pair.tokenizer, result.tokens, stop_strings)
+    return record(run, item, result, float("nan"), hypothesis)
+
+
+def row_params(row: pd.Series) -> dict[str, Any]:
+    """A summary row's decoding parameters, typed as the engine takes them."""
+    params = {}
+    for name in PARAM_COLUMNS:
+        value = row.get(name)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if name in INTEGER_PARAMS:
+            value = int(value)
+        elif hasattr(value, "item"):
+            value = value.item()
+        params[name] = value
+    return params

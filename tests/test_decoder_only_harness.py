@@ -1,0 +1,153 @@
+"""Decoder-only pairs through the harness: prompts, chat template, stop strings, records of
+the generated text only; bad prompts and LLM pair configs refused or planned up front."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from bild_exp import sweep
+from bild_exp.data.prompts import PromptFormat, prompt_input
+from bild_exp.data.tasks import task_from_config
+from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.harness.gguf import converted_folder
+from bild_exp.harness.shared_weights import save_without_shared
+from bild_exp.training.causal import truncated_model
+from tests.test_causal_training import SMOLLM2, tiny_llama
+from tests.test_sweep import compose_sweep
+
+LLM_PAIRS = ["smollm2", "smollm2_135m_1.7b", "qwen2.5_0.5b_3b", "llama3_1b_8b"]
+PAPER_TASKS = ["iwslt17", "wmt14", "xsum", "cnndm"]
+
+
+@pytest.fixture(scope="module")
+def tiny_causal_pair(tmp_path_factory):
+    """A tiny random Llama using SmolLM2's tokenizer, and a small cut from it (shipped
+    without its shared tensors, as the real pair's)."""
+    root = tmp_path_factory.mktemp("causal-pair")
+    tokenizer = AutoTokenizer.from_pretrained(converted_folder(SMOLLM2))
+    large = tiny_llama(tokenizer, layers=3, seed=2)
+    large.save_pretrained(root / "large")
+    tokenizer.save_pretrained(root / "large")
+    torch.manual_seed(3)
+    small = truncated_model(large, 1)
+    save_without_shared(small, large, root / "small", dtype="float32")
+    return {"large": str(root / "large"), "small": str(root / "small")}
+
+
+def causal_overrides(pair: dict[str, str], results, *extra: str) -> list[str]:
+    return [
+        "+task=synopsis",
+        f"pair.large={pair['large']}",
+        f"pair.small={pair['small']}",
+        f"pair.small_aligned={pair['small']}",
+        "pair.small_variants=[base]",
+        "pair.device=cpu",
+        f"results_dir={results}",
+        "logger=none",
+        "data.limit=3",
+        "data.warmup=0",
+        "progress=false",
+        "task.max_new_tokens=10",
+        *extra,
+    ]
+
+
+def test_decoder_only_sweep_records_generated_text_only(tiny_causal_pair, tmp_path):
+    cfg = compose_sweep(
+        causal_overrides(
+            tiny_causal_pair,
+            tmp_path,
+            "method=all",
+            "grid.fallback_threshold=[0.5]",
+            "grid.rollback_threshold=[0.0]",
+            "grid.window=[3]",
+            "grid.oracle_threshold=[0.3]",
+            "grid.num_assistant_tokens=[3]",
+        )
+    )
+    outcome = sweep.run(cfg)
+    records = outcome.records
+    assert set(records["method"]) >= {"large", "small", "bild", "speculative", "hf_assisted"}
+    assert (records["n_prompt_tokens"] > records["n_source_tokens"]).all()  # template + chat
+    for _, row in records.iterrows():
+        assert "<|im_start|>" not in row["hypothesis"] and "\n" not in row["hypothesis"]
+        assert row["source"][:40] not in row["hypothesis"] or not row["hypothesis"]
+    large = records[records["method"] == "large"].set_index("example_id")["tokens"]
+    lossless = records[
+        (records["method"] == "bild") & (records["rollback_threshold"] == 0.0)
+    ].set_index("example_id")["tokens"]
+    speculative = records[records["method"] == "speculative"].set_index("example_id")["tokens"]
+    for example_id, tokens in large.items():
+        assert list(lossless[example_id]) == list(tokens)
+        assert list(speculative[example_id]) == list(tokens)
+    summary = outcome.summary
+    assert {"rougeL", "rouge1", "rouge2", "agreement_vs_large"} <= set(summary.columns)
+    vanilla = summary[summary["method"] == "large"].iloc[0]
+    assert vanilla["agreement_vs_large"] == pytest.approx(100.0)
+    assert records["flops"].dropna().gt(0).all()
+
+
+@pytest.mark.parametrize("pair", LLM_PAIRS)
+@pytest.mark.parametrize("task", [*PAPER_TASKS, "synopsis"])
+def test_llm_pairs_compose_and_plan_on_every_task(pair, task, capsys):
+    cfg = compose_sweep([f"+task={task}", f"pair={pair}", "dry_run=true", "logger=none"])
+    assert cfg.pair.architecture == "causal"
+    spec = task_from_config(cfg.task)
+    prompt = spec.prompt_format()
+    assert "{source}" in prompt.template and prompt.chat
+    sweep.run(cfg)
+    assert f"pair={cfg.pair.name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "task.prompt.template='Summarize this.'",
+            "task.prompt.template='Summarize this.' is invalid",
+        ),
+        ("+task.prompt.style=x", "task.prompt.style is unknown"),
+        ("task.stop_strings=['']", "task.stop_strings=[''] is invalid"),
+    ],
+)
+def test_bad_prompt_settings_are_one_line_before_loading(override, message, tmp_path):
+    cfg = compose_sweep(["+task=synopsis", override, f"results_dir={tmp_path}", "logger=none"])
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")) as error:
+        sweep.run(cfg)
+    assert "\n" not in str(error.value)
+
+
+def test_chat_prompt_needs_a_chat_template(tiny_assets):
+    pair, _ = tiny_assets
+    tokenizer = AutoTokenizer.from_pretrained(pair["tokenizer"])  # the tiny T5's: no template
+    with pytest.raises(InvalidParameterError, match="has no chat template"):
+        PromptFormat("Say: {source}", chat=True).check_tokenizer(tokenizer, pair["tokenizer"])
+
+
+def test_chat_task_on_a_tokenizer_without_chat_template_is_refused_before_models_load(
+    tiny_assets, tiny_causal_pair, tmp_path, monkeypatch
+):
+    from bild_exp.harness import pipeline
+
+    pair, _ = tiny_assets
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("models loaded before the prompt was checked")
+
+    monkeypatch.setattr(pipeline, "load_pair", no_models)
+    cfg = compose_sweep(
+        causal_overrides(tiny_causal_pair, tmp_path, f"pair.tokenizer={pair['tokenizer']}")
+    )
+    with pytest.raises(InvalidParameterError, match="has no chat template"):
+        sweep.run(cfg)
+
+
+def test_long_sources_are_cut_not_the_template():
+    tokenizer = AutoTokenizer.from_pretrained(converted_folder(SMOLLM2))
+    prompt = PromptFormat("Summarize:\n\n{source}", chat=True)
+    encoded = prompt_input("word " * 400, prompt, tokenizer, 32)
+    text = tokenizer.decode(encoded.ids)
+    assert encoded.truncated and encoded.n_source_tokens >= 400
+    assert text.endswith("<|im_start|>assistant\n") and "Summarize:" in text
