@@ -13,9 +13,9 @@ TORCH_CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c c
 # TASKS=... overrides the paper's tasks (e.g. TASKS=demo runs offline on the demo pair).
 LIMIT ?=
 DEMO_LIMIT ?= 120
-LLM_DEMO_LIMIT ?= 40
-LLM_BENCH_EXAMPLES ?= 40
-LLM_BENCH_SELECTION ?= 30
+LLM_DEMO_LIMIT ?= 25
+LLM_BENCH_EXAMPLES ?= 30
+LLM_BENCH_SELECTION ?= 20
 DRY_RUN ?=
 # RESULTS=... writes under another folder (make demo-figures uses results/demo).
 RESULTS ?= results
@@ -78,7 +78,7 @@ demo-mt: setup ## The T5 demo pair (trained here from scratch) on German-English
 	$(PY) -m bild_exp.sweep experiment_name=demo data.limit=$(or $(LIMIT),$(DEMO_LIMIT)) logger.mode=offline $(DRY_FLAG)
 
 bench: setup ## BiLD vs every baseline on the real pair, side by side in one run
-	$(PY) -m bild_exp.bench +task=synopsis grid.window=[3,5] grid.num_assistant_tokens=[3,5] bench.scale_workers=[] bench.engine_section=false $(if $(LIMIT),data.limit=$(LIMIT) bench.n_examples=$(LIMIT),data.limit=$(LLM_BENCH_SELECTION) bench.n_examples=$(LLM_BENCH_EXAMPLES)) $(DRY_FLAG) $(EXTRA)
+	$(PY) -m bild_exp.bench +task=synopsis grid.window=[3] grid.num_assistant_tokens=[3] bench.scale_workers=[] bench.engine_section=false $(if $(LIMIT),data.limit=$(LIMIT) bench.n_examples=$(LIMIT),data.limit=$(LLM_BENCH_SELECTION) bench.n_examples=$(LLM_BENCH_EXAMPLES)) $(DRY_FLAG) $(EXTRA)
 
 bench-mt: setup ## The same benchmark on the T5 demo pair (~15 min)
 	$(PY) -m bild_exp.bench $(if $(LIMIT),data.limit=$(LIMIT) bench.n_examples=$(LIMIT),) $(DRY_FLAG) $(EXTRA)

@@ -93,7 +93,7 @@ def test_decoder_only_sweep_records_generated_text_only(tiny_causal_pair, tmp_pa
 @pytest.mark.parametrize("task", [*PAPER_TASKS, "synopsis"])
 def test_llm_pairs_compose_and_plan_on_every_task(pair, task, capsys):
     cfg = compose_sweep([f"+task={task}", f"pair={pair}", "dry_run=true", "logger=none"])
-    assert cfg.pair.architecture == "causal"
+    assert cfg.pair.architecture == "decoder-only"
     spec = task_from_config(cfg.task)
     prompt = spec.prompt_format()
     assert "{source}" in prompt.template and prompt.chat

@@ -12,6 +12,7 @@ from bild_exp.data.tasks import task_from_config
 from bild_exp.harness.pipeline import compatibility
 from bild_exp.harness.plan import plan_runs
 from bild_exp.harness.summary import summarize
+from bild_exp.timing import device_description
 from tests.test_sweep import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
 EARLY_EXIT_GRID = (
@@ -102,7 +103,8 @@ def test_folder_fingerprint_names_early_exit_settings_only_when_runs_use_them(
     """Sweeps without early exit or CALM keep the fingerprint folders were written with."""
     overrides = ["+task=demo"] + ([f"+experiment={experiment}"] if experiment else [])
     cfg = compose_sweep(overrides)
-    fingerprint = compatibility(cfg, task_from_config(cfg.task), "cpu", plan_runs(cfg))
+    device = device_description("cpu")
+    fingerprint = compatibility(cfg, task_from_config(cfg.task), device, plan_runs(cfg))
     assert {"early_exit_layers", "calm_model"} & fingerprint.keys() == expected
 
 

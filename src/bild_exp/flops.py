@@ -178,15 +178,18 @@ def decoder_call_cost(
     encoder_length: int = 0,
     layers: int | None = None,
     propagated_layers: int = 0,
+    head_rows: int | None = None,
 ) -> Cost:
     """One decoder forward call: ``layers`` full layers (default: all), the propagated
-    layers' self-attention, and the LM head over every fed token."""
+    layers' self-attention, and the LM head over ``head_rows`` fed tokens (default: all;
+    a decoder-only prompt's positions before its last need no logits)."""
     layers = shape.decoder_layers if layers is None else layers
     layer = self_attention_cost(shape, n_fed, n_cached) + feed_forward_cost(shape, n_fed)
     if shape.has_cross_attention:
         layer = layer + cross_attention_cost(shape, n_fed, encoder_length)
     d, v, b = shape.d_model, shape.vocab_size, shape.bytes_per_element
-    head = Cost(2 * n_fed * d * v, d * v * b, 0, n_fed * (d + v) * b)
+    rows = n_fed if head_rows is None else head_rows
+    head = Cost(2 * rows * d * v, d * v * b, 0, rows * (d + v) * b)
     propagated = self_attention_cost(shape, n_fed, n_cached).scaled(propagated_layers)
     return layer.scaled(layers) + propagated + head
 
@@ -215,11 +218,13 @@ def generation_cost(
     large: ModelShape | None,
     small: ModelShape | None,
     small_shares_large: bool = False,
+    prompt_length: int = 0,
 ) -> Cost:
     """Total cost of one ``generate`` call from its recorded call shapes.
 
     ``small_shares_large``: the small model is the large model's first layers (early exit),
     so there is one encoder; CALM calls carry their exit depth in ``call_exit_layers``.
+    ``prompt_length``: a decoder-only prompt, whose positions before its last get no logits.
     """
     total = Cost()
     exit_layers = stats.get("call_exit_layers")
@@ -235,7 +240,8 @@ def generation_cost(
             if exit_layers is not None and not is_small:
                 depth = exit_layers[index]
                 propagated = model.decoder_layers - depth
+            head_rows = n_fed + n_cached - max(n_cached, prompt_length - 1)
             total = total + decoder_call_cost(
-                model, n_fed, n_cached, encoder_length, depth, propagated
+                model, n_fed, n_cached, encoder_length, depth, propagated, head_rows
             )
     return total

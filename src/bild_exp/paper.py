@@ -102,13 +102,14 @@ def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
     for run_dir in run_folders(experiment_dir):
         task, quality = task_quality(run_dir)
         summary = pd.read_csv(run_dir / "summary.csv")
+        device = {"device": run_device(run_dir)}  # printed next to every speedup
         if experiment in ("table1", "fig4"):
-            rows += operating_point_rows(run_dir, published)
+            rows += [{**row, **device} for row in operating_point_rows(run_dir, published)]
         elif experiment == "fig8":
             points = pd.read_csv(run_dir / "operating_points.csv")
             costs = plots.cost_rows(summary, points)
             plots.cost_figure(costs, run_dir / "fig8_costs")
-            rows += costs.assign(task=task).to_dict("records")
+            rows += costs.assign(task=task, **device).to_dict("records")
             continue
         else:
             columns = [
@@ -120,10 +121,30 @@ def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
                 "rollback_pct",
                 *(["mean_exit_layer"] if experiment in ("fig6", "fig7") else []),
             ]
-            frame = summary[[c for c in columns if c in summary]].assign(task=task)
+            frame = summary[[c for c in columns if c in summary]].assign(task=task, **device)
             rows += frame.to_dict("records")
         draw_figures(experiment, summary, quality, run_dir)
     return pd.DataFrame(rows)
+
+
+PAPER_DEVICE = "T4"  # the paper timed everything on an NVIDIA T4 GPU, batch 1
+
+
+def run_device(run_dir: Path) -> str:
+    device = json.loads((run_dir / "manifest.json").read_text()).get("device", {})
+    return f"{device.get('device_name')} ({device.get('device')})"
+
+
+def device_note(table: pd.DataFrame) -> str:
+    """One line when speedups were not measured on the paper's T4."""
+    devices = sorted(set(table["device"].dropna())) if "device" in table else []
+    others = [d for d in devices if PAPER_DEVICE not in d]
+    if not others:
+        return ""
+    return (
+        f"Speedups measured on {', '.join(others)}, not the paper's NVIDIA {PAPER_DEVICE}: "
+        "compare qualities directly, speedups only as trends.\n\n"
+    )
 
 
 def draw_figures(experiment: str, summary: pd.DataFrame, quality: str, run_dir: Path) -> None:
@@ -166,7 +187,11 @@ def write_comparison(experiment: str, results_dir: Path) -> None:
         )
     )
     (experiment_dir / f"{experiment}.csv").write_text(table.to_csv(index=False))
-    markdown = f"# {experiment}\n\n{note}" + table.to_markdown(index=False, floatfmt=".3g") + "\n"
+    markdown = (
+        f"# {experiment}\n\n{note}{device_note(table)}"
+        + table.to_markdown(index=False, floatfmt=".3g")
+        + "\n"
+    )
     (experiment_dir / f"{experiment}.md").write_text(markdown)
     print(markdown)
 

@@ -47,4 +47,25 @@ def device_description(device: torch.device | str) -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
+        **numerics_settings(),
+    }
+
+
+def numerics_settings() -> dict[str, Any]:
+    """The settings that change matmul speed and results (TF32, cuDNN, float32 precision)
+    and the CUDA runtime and driver versions: recorded next to every timing."""
+    driver = None
+    if torch.cuda.is_available():
+        try:
+            driver = torch.cuda.driver_version() if hasattr(torch.cuda, "driver_version") else None
+        except RuntimeError:
+            driver = None
+    return {
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_runtime": torch.version.cuda,
+        "cuda_driver": driver,
     }

@@ -96,7 +96,7 @@ def run(cfg: DictConfig) -> Path:
         raise InvalidParameterError(f"mode={cfg.mode!r} is invalid: accepted {', '.join(MODES)}")
     check_mode(cfg.logger)  # before hours of calibration or training
     task = task_from_config(cfg.task)
-    if cfg.pair.architecture == "causal":
+    if cfg.pair.architecture == "decoder-only":
         return train_causal(cfg, task)
     train_examples = load_examples(task, cfg.train_split, cfg.train_limit)
     tokenizer = load_tokenizer(

@@ -169,8 +169,10 @@ class CalmRunner(DecoderRunner):
             return False
         return bool(state_similarity(before, after) > self.threshold_for(position))
 
-    def _run(self, tokens: torch.Tensor, cache) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, cache, keep: int = 0) -> torch.Tensor:
         hidden = self.step(tokens, cache) if self.use_cache else self.recompute(tokens)
+        if 0 < keep < hidden.shape[1]:  # prompt positions need no logits (see DecoderRunner)
+            hidden = hidden[:, -keep:]
         return exit_logits(self.model, hidden)[0]
 
     def step(self, tokens: torch.Tensor, cache) -> torch.Tensor:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, StoppingCriteriaList, StopStringCriteria
 
 from bild_exp.decoding.params import HfAssistedParams
 from bild_exp.decoding.result import GenerationResult, decoder_prefix
@@ -126,10 +126,13 @@ def hf_greedy_tokens(
 
 
 def stop_kwargs(stop_strings: StopStrings | None) -> dict[str, Any]:
-    """HF ``generate``'s own stop-string arguments."""
+    """HF ``generate``'s own stop-string criterion, passed as a stopping criterion: with
+    ``stop_strings=`` HF's assisted generation hands the strings to the assistant without
+    the tokenizer and fails."""
     if stop_strings is None:
         return {}
-    return {"stop_strings": list(stop_strings.strings), "tokenizer": stop_strings.tokenizer}
+    criterion = StopStringCriteria(stop_strings.tokenizer, list(stop_strings.strings))
+    return {"stopping_criteria": StoppingCriteriaList([criterion])}
 
 
 def clip_at_stop(tokens: list[int], stop_strings: StopStrings | None) -> list[int]:

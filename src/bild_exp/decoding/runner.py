@@ -88,6 +88,12 @@ class DecoderRunner:
         self.model = model
         self.use_cache = use_cache
         self.is_seq2seq = bool(model.config.is_encoder_decoder)
+        # Logits of prompt positions predict prompt tokens and are never read: a decoder-only
+        # model's head runs only from the prompt's last position on (as HF generate's prefill).
+        self.first_needed = 0 if self.is_seq2seq else input_ids.shape[1] - 1
+        self.trims_logits = (
+            not self.is_seq2seq and "logits_to_keep" in inspect.signature(model.forward).parameters
+        )
         self.n_cached = 0
         self.calls: list[CallRecord] = []
         if share_with is None:
@@ -105,13 +111,16 @@ class DecoderRunner:
                 peer.depth = decoder_depth(peer.model)
 
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        """Feed ``sequence[:, n_cached:]``; return logits ``(n_new, vocab)`` predicting each next position."""
+        """Feed ``sequence[:, n_cached:]``; return logits ``(n_new, vocab)`` predicting each
+        next position (for a decoder-only prompt, only from its last position on: callers
+        index from the end)."""
         n_total = sequence.shape[1]
         self.calls.append(CallRecord(n_fed=n_total - self.n_cached, n_cached_before=self.n_cached))
         if self.use_cache:
             if len(self.peers) > 1:  # drop what shallower peers wrote past our own valid length
                 crop_cache(self.cache, self.n_cached)
-            logits = self._run(sequence[:, self.n_cached :], self.cache)
+            keep = n_total - max(self.n_cached, self.first_needed)
+            logits = self._run(sequence[:, self.n_cached :], self.cache, keep)
         else:
             logits = self._run(sequence, None)[self.n_cached :]
         self.n_cached = n_total
@@ -120,13 +129,17 @@ class DecoderRunner:
                 peer.n_cached = n_total
         return logits
 
-    def _run(self, tokens: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, cache: Cache | None, keep: int = 0) -> torch.Tensor:
         if self.is_seq2seq:
             out = self.model(
                 encoder_outputs=self.encoder_outputs,
                 decoder_input_ids=tokens,
                 past_key_values=cache,
                 use_cache=self.use_cache,
+            )
+        elif self.trims_logits and 0 < keep < tokens.shape[1]:
+            out = self.model(
+                input_ids=tokens, past_key_values=cache, use_cache=True, logits_to_keep=keep
             )
         else:
             out = self.model(input_ids=tokens, past_key_values=cache, use_cache=self.use_cache)

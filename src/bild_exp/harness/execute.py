@@ -125,16 +125,19 @@ def model_bytes(model: Any) -> int:
 
 
 def cost_columns(run: RunConfig, pair: LoadedPair, encoder_length: int, stats: dict) -> dict:
-    """Analytical FLOPs and bytes moved by one example's generate call (paper Figure 8)."""
+    """Analytical FLOPs and bytes moved by one example's generate call (paper Figure 8);
+    ``encoder_length`` is the input's length: the encoder's, or a decoder-only prompt's."""
     if run.method == "hf_assisted":  # HF does not expose its calls' shapes
         return {"flops": None, "mops_bytes": None}
     large, small = pair.models_for(run.method, run.small_variant)
+    seq2seq = (large or small).config.is_encoder_decoder
     cost = generation_cost(
         stats,
-        encoder_length if (large or small).config.is_encoder_decoder else 0,
+        encoder_length if seq2seq else 0,
         model_shape(large),
         model_shape(small),
         small_shares_large=isinstance(small, EarlyExit),
+        prompt_length=0 if seq2seq else encoder_length,
     )
     return {"flops": cost.flops, "mops_bytes": cost.bytes}
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
@@ -19,6 +20,9 @@ from rouge_score import rouge_scorer
 from bild_exp.decoding.params import InvalidParameterError
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+# rouge-score logs "Using default tokenizer." at INFO for every scorer it builds
+logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def split_sentences(text: str) -> str:

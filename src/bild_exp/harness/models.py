@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from transformers import (
 
 from bild_exp.data.tasks import resolve_path
 from bild_exp.decoding import check_pair
+from bild_exp.decoding.api import ARCHITECTURES
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import BildError
@@ -25,6 +27,9 @@ from bild_exp.harness.gguf import converted_folder, is_gguf
 from bild_exp.harness.shared_weights import has_shared_weights, load_with_shared
 
 DTYPES = ("float32", "float16", "bfloat16")
+# transformers otherwise starts a background thread that can download a second, safetensors
+# copy of a `.bin`-only checkpoint (the BiLD authors' models are `.bin` only).
+os.environ.setdefault("DISABLE_SAFETENSORS_CONVERSION", "1")
 
 
 class ModelLoadError(BildError, OSError):
@@ -125,6 +130,22 @@ def check_early_exit_depth(pair_cfg: Any) -> None:
         )
 
 
+OVERFLOWING_IN_FLOAT16 = ("t5", "mt5")
+
+
+def check_half_precision(pair_cfg: Any) -> None:
+    """T5 and mT5 overflow to inf/NaN in float16 (a T4 has no fast bfloat16): refuse."""
+    if pair_cfg.dtype != "float16":
+        return
+    model_type = load_checkpoint(AutoConfig, "large", pair_cfg.large).model_type
+    if model_type in OVERFLOWING_IN_FLOAT16:
+        raise InvalidParameterError(
+            f"pair.dtype='float16' is invalid for {model_type} (pair.large={pair_cfg.large!r}): "
+            "its activations overflow to inf/NaN in float16; accepted float32 (the paper's) "
+            "or bfloat16 on GPUs that run it fast"
+        )
+
+
 def load_tokenizer(pair_cfg: Any) -> PreTrainedTokenizerBase:
     return load_checkpoint(AutoTokenizer, "tokenizer", pair_cfg.tokenizer)
 
@@ -141,6 +162,11 @@ def load_pair(
         raise InvalidParameterError(
             f"pair.dtype={pair_cfg.dtype!r} is invalid: accepted {', '.join(DTYPES)}"
         )
+    if pair_cfg.architecture not in ARCHITECTURES:
+        raise InvalidParameterError(
+            f"pair.architecture={pair_cfg.architecture!r} is invalid: accepted {', '.join(ARCHITECTURES)}"
+        )
+    check_half_precision(pair_cfg)
     device = resolve_device(pair_cfg.device)
     dtype = getattr(torch, pair_cfg.dtype)
     loader = AutoModelForSeq2SeqLM if pair_cfg.architecture == "seq2seq" else AutoModelForCausalLM

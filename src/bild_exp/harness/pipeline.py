@@ -66,6 +66,16 @@ def check_settings(cfg: DictConfig) -> None:
     check_mode(cfg.logger)
 
 
+def check_paper_device(cfg: DictConfig, task: TaskSpec, device: Any) -> None:
+    """A paper sweep on a CPU takes weeks: only when asked for with pair.device=cpu."""
+    if task.extra.get("paper") and device.type == "cpu" and cfg.pair.device != "cpu":
+        raise InvalidParameterError(
+            f"pair.device={cfg.pair.device!r} resolved to cpu for paper task {task.name!r} "
+            "(torch.cuda.is_available() is False: no GPU, or a torch build that does not match "
+            "the driver): accepted a CUDA device, or pair.device=cpu to run on the CPU anyway"
+        )
+
+
 def select_examples(task: TaskSpec, cfg: DictConfig) -> tuple[list[Example], dict[str, int]]:
     """The data slice; examples with an empty (or null) source or reference are skipped and
     counted, or refused, as ``scoring.empty_sources`` says."""
@@ -100,7 +110,7 @@ def dataset_fingerprint(examples: list[Example]) -> str:
 
 
 def compatibility(
-    cfg: DictConfig, task: TaskSpec, device: str, runs: list[RunConfig]
+    cfg: DictConfig, task: TaskSpec, device: dict[str, Any], runs: list[RunConfig]
 ) -> dict[str, Any]:
     """What must match for records to share a folder (the data limit may grow).
 
@@ -120,7 +130,12 @@ def compatibility(
         "small": cfg.pair.small,
         "small_aligned": cfg.pair.get("small_aligned"),
         "dtype": cfg.pair.dtype,
-        "device": device,
+        "device": device["device_name"],
+        # a baseline is never reused across library versions or matmul precision settings
+        "torch": device["torch"],
+        "transformers": device["transformers"],
+        "float32_matmul_precision": device["float32_matmul_precision"],
+        "cuda_matmul_allow_tf32": device["cuda_matmul_allow_tf32"],
         "max_new_tokens": cfg.max_new_tokens or task.max_new_tokens,
         "max_source_length": task.max_source_length,
         **{name: cfg.pair.get(name) for name, used in uses.items() if used},
@@ -140,9 +155,11 @@ def truncate_references(references: pd.Series, tokenizer: Any, n_tokens: int | N
 
 def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     task = task_from_config(cfg.task)
+    torch_device = resolve_device(cfg.pair.device)
+    check_paper_device(cfg, task, torch_device)  # before any download
     examples, n_skipped = select_examples(task, cfg)
-    device = device_description(resolve_device(cfg.pair.device))
-    fingerprint = compatibility(cfg, task, device["device_name"], runs)
+    device = device_description(torch_device)
+    fingerprint = compatibility(cfg, task, device, runs)
     run_dir = (
         Path(cfg.results_dir) / cfg.experiment_name / (cfg.run or f"{task.name}_{cfg.pair.name}")
     )
@@ -154,7 +171,7 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     baselines.check(fingerprint)
     if not cfg.progress:  # progress=false silences the libraries' loading bars too
         transformers.utils.logging.disable_progress_bar()
-    if cfg.pair.architecture == "causal":  # a chat prompt needs a chat template: check first
+    if cfg.pair.architecture == "decoder-only":  # a chat prompt needs a chat template: check first
         task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
     variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
     pair = load_pair(cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs))

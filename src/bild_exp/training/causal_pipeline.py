@@ -1,4 +1,4 @@
-"""``python -m bild_exp.train`` for decoder-only pairs (``pair.architecture: causal``).
+"""``python -m bild_exp.train`` for decoder-only pairs (``pair.architecture: decoder-only``).
 
 - ``mode=finetune``: the model learns the task's references after the task's prompt.
 - ``mode=align``: it learns the large model's greedy outputs for the training prompts
