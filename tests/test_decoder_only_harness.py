@@ -65,6 +65,9 @@ def test_decoder_only_sweep_records_generated_text_only(tiny_causal_pair, tmp_pa
             "grid.window=[3]",
             "grid.oracle_threshold=[0.3]",
             "grid.num_assistant_tokens=[3]",
+            # the random tiny model writes a newline first: without a stop string its outputs
+            # run to max_new_tokens, which exercises exactness (stops: test_stop_strings.py)
+            "task.stop_strings=null",
         )
     )
     outcome = sweep.run(cfg)
@@ -72,11 +75,13 @@ def test_decoder_only_sweep_records_generated_text_only(tiny_causal_pair, tmp_pa
     assert set(records["method"]) >= {"large", "small", "bild", "speculative", "hf_assisted"}
     assert (records["n_prompt_tokens"] > records["n_source_tokens"]).all()  # template + chat
     for _, row in records.iterrows():
-        assert "<|im_start|>" not in row["hypothesis"] and "\n" not in row["hypothesis"]
-        assert row["source"][:40] not in row["hypothesis"] or not row["hypothesis"]
+        assert "<|im_start|>" not in row["hypothesis"] and "Summarize" not in row["hypothesis"]
+    assert (records["n_tokens"] == 10).any()  # outputs of real length, not a lone stop token
     large = records[records["method"] == "large"].set_index("example_id")["tokens"]
     lossless = records[
-        (records["method"] == "bild") & (records["rollback_threshold"] == 0.0)
+        (records["study"] == "bild")
+        & (records["small_variant"] == "base")
+        & (records["rollback_threshold"] == 0.0)
     ].set_index("example_id")["tokens"]
     speculative = records[records["method"] == "speculative"].set_index("example_id")["tokens"]
     for example_id, tokens in large.items():
@@ -85,7 +90,8 @@ def test_decoder_only_sweep_records_generated_text_only(tiny_causal_pair, tmp_pa
     summary = outcome.summary
     assert {"rougeL", "rouge1", "rouge2", "agreement_vs_large"} <= set(summary.columns)
     vanilla = summary[summary["method"] == "large"].iloc[0]
-    assert vanilla["agreement_vs_large"] == pytest.approx(100.0)
+    exact = summary[summary["method"] == "speculative"]
+    assert (exact["agreement_vs_large"] == vanilla["agreement_vs_large"]).all()
     assert records["flops"].dropna().gt(0).all()
 
 
@@ -151,3 +157,29 @@ def test_long_sources_are_cut_not_the_template():
     text = tokenizer.decode(encoded.ids)
     assert encoded.truncated and encoded.n_source_tokens >= 400
     assert text.endswith("<|im_start|>assistant\n") and "Summarize:" in text
+
+
+def test_agreement_scores_each_configuration_against_vanilla_large():
+    import pandas as pd
+
+    from bild_exp.harness.summary import add_agreement
+
+    records = pd.DataFrame(
+        {
+            "config_id": ["L", "L", "B", "B"],
+            "method": ["large", "large", "bild", "bild"],
+            "example_id": ["1", "2", "1", "2"],
+            "hypothesis": ["the cat sat", "a dog ran", "the cat sat", "a bird flew"],
+            "sampling": ["greedy"] * 4,
+            "top_p": [None] * 4,
+            "temperature": [None] * 4,
+            "seed": [None] * 4,
+        }
+    )
+    summary = records.drop_duplicates("config_id")[
+        ["config_id", "method", "sampling", "top_p", "temperature", "seed"]
+    ]
+    scored = add_agreement(summary, records, "rouge", {"rouge_stemmer": True})
+    by_config = scored.set_index("config_id")["agreement_vs_large"]
+    assert by_config["L"] == pytest.approx(100.0)
+    assert by_config["B"] == pytest.approx(100 * (1 + 1 / 3) / 2)  # one exact, one 1-of-3 match
