@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bild_exp import sweep
-from bild_exp.data.tasks import DataError, TaskSpec, load_examples
+from bild_exp import paper, sweep
+from bild_exp.data.tasks import DataError, load_examples
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.harness import pipeline
 from bild_exp.harness.store import CorruptedResultsError, RecordStore
+from tests.test_data_loading import custom_task
 from tests.test_sweep import compose_sweep, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,16 +179,6 @@ def test_corrupted_part_is_one_line(tmp_path):
 # 3-4. Bad custom files get one line naming the file; null is empty, never "None".
 
 
-def custom_task(path: Path) -> TaskSpec:
-    return TaskSpec(
-        name="custom",
-        metric="bleu",
-        source_field="src",
-        target_field="ref",
-        data_files={"validation": str(path)},
-    )
-
-
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -289,23 +280,7 @@ def test_lock_of_a_killed_owner_is_taken_over(tmp_path):
 
 # 6. Every make target that runs a sweep honours DRY_RUN=1 and LIMIT=.
 
-SWEEP_TARGETS = [
-    "demo",
-    "demo-mt",
-    "bench-mt",
-    "bench",
-    "table1",
-    "table3",
-    "table5",
-    "fig2",
-    "fig4",
-    "fig5",
-    "fig6",
-    "fig7",
-    "fig8",
-    "fig10",
-    "demo-figures",
-]
+SWEEP_TARGETS = ["demo", "demo-mt", "bench", "bench-mt", *paper.EXPERIMENTS, "demo-figures"]
 
 
 @pytest.mark.parametrize("target", SWEEP_TARGETS)

@@ -29,21 +29,25 @@ def results_dir(tiny_assets, tmp_path_factory):
     return sweep.run(compose_sweep(overrides)).run_dir
 
 
+def execute(path: Path, results_dir: Path, figures_dir: Path, monkeypatch) -> None:
+    """Run a notebook top to bottom on ``results_dir``, drawing into ``figures_dir``."""
+    monkeypatch.setenv("BILD_RESULTS_DIR", str(results_dir))
+    monkeypatch.setenv("BILD_FIGURES_DIR", str(figures_dir))
+    NotebookClient(
+        nbformat.read(path, as_version=4),
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+
+
 def test_there_are_notebooks():
     assert {p.name for p in NOTEBOOKS} >= {"pareto.ipynb", "ablations.ipynb", "per_token.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path, results_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("BILD_RESULTS_DIR", str(results_dir))
-    monkeypatch.setenv("BILD_FIGURES_DIR", str(tmp_path))
-    notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
+    execute(path, results_dir, tmp_path, monkeypatch)
     assert any(p.suffix == ".png" for p in tmp_path.iterdir())
     assert os.environ["BILD_RESULTS_DIR"] == str(results_dir)
 
@@ -54,14 +58,6 @@ def test_per_token_notebook_runs_on_a_fresh_clone(tmp_path, monkeypatch):
 
     run_dir = fresh_clone_copy("results/demo/demo_demo", tmp_path)
     assert not (run_dir / "parts").exists()
-    monkeypatch.setenv("BILD_RESULTS_DIR", str(run_dir))
-    monkeypatch.setenv("BILD_FIGURES_DIR", str(tmp_path))
     path = next(p for p in NOTEBOOKS if p.name == "per_token.ipynb")
-    notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
-        notebook,
-        timeout=300,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
+    execute(path, run_dir, tmp_path, monkeypatch)
     assert (tmp_path / "notebook_tokens.png").exists()

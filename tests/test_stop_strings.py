@@ -31,6 +31,19 @@ class LetterTokenizer:
         return "".join(chr(ord("a") + int(i) % 26) for i in ids)
 
 
+def decode(method, params, large, small, ids, stop) -> list[int]:
+    return generate(
+        method,
+        large=large,
+        small=small,
+        input_ids=ids,
+        max_new_tokens=MAX_NEW,
+        stop_strings=[stop],
+        tokenizer=LetterTokenizer(),
+        **params,
+    ).tokens
+
+
 def stop_letter_for(tokens: list[int], position: int) -> str:
     return LetterTokenizer().decode([tokens[position]])
 
@@ -46,32 +59,14 @@ def test_every_method_stops_at_the_same_stop_string(family, seed):
     expected_end = next(i for i, t in enumerate(free) if stop_letter_for(free, i) == stop) + 1
     tokenizer = LetterTokenizer()
     outputs = {
-        method: generate(
-            method,
-            large=large,
-            small=small,
-            input_ids=ids,
-            max_new_tokens=MAX_NEW,
-            stop_strings=[stop],
-            tokenizer=tokenizer,
-            **params,
-        ).tokens
+        method: decode(method, params, large, small, ids, stop)
         for method, params in EXACT_METHODS.items()
     }
     assert outputs["large"] == free[:expected_end]
     for method, tokens in outputs.items():
         assert tokens == outputs["large"], method
     for method, params in OTHER_METHODS.items():
-        tokens = generate(
-            method,
-            large=large,
-            small=small,
-            input_ids=ids,
-            max_new_tokens=MAX_NEW,
-            stop_strings=[stop],
-            tokenizer=tokenizer,
-            **params,
-        ).tokens
+        tokens = decode(method, params, large, small, ids, stop)
         text = tokenizer.decode(tokens)
         if len(tokens) < MAX_NEW and tokens[-1] != EOS:  # ended by the stop, not EOS or length
             assert text.endswith(stop) and stop not in tokenizer.decode(tokens[:-1]), method
@@ -92,17 +87,7 @@ def test_multi_character_stop_string_across_tokens():
     stop = tokenizer.decode(free[2:4])  # two letters written by two tokens
     end = tokenizer.decode(free).find(stop) + len(stop)
     for method, params in EXACT_METHODS.items():
-        tokens = generate(
-            method,
-            large=large,
-            small=small,
-            input_ids=ids,
-            max_new_tokens=MAX_NEW,
-            stop_strings=[stop],
-            tokenizer=tokenizer,
-            **params,
-        ).tokens
-        assert tokens == free[:end], method
+        assert decode(method, params, large, small, ids, stop) == free[:end], method
 
 
 def test_stop_strings_find_and_cut():

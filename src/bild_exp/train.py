@@ -16,7 +16,7 @@ from bild_exp.data.tasks import load_examples, resolve_path, task_from_config
 from bild_exp.decoding.layers import decoder_depth
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import one_line_errors
-from bild_exp.training.alignment import generate_calibration_set
+from bild_exp.training.alignment import calibration_pairs
 from bild_exp.training.causal_pipeline import train_causal
 from bild_exp.training.exit_loss import exit_loss_weights, resolve_exit_layers
 from bild_exp.training.finetune import build_model, export_model, finetune, tokenize_pairs
@@ -53,13 +53,11 @@ def training_pairs(cfg: DictConfig, task, tokenizer) -> tuple[list[str], list[st
         return sources, [e.target for e in examples], model_cfg
     alignment = cfg.alignment
     large = AutoModelForSeq2SeqLM.from_pretrained(model_source(alignment.large))
-    calibration = generate_calibration_set(
+    calibration_sources, outputs = calibration_pairs(
+        alignment,
         large,
         tokenizer,
-        sources[: alignment.limit] if alignment.limit else sources,
-        Path(alignment.calibration_dir),
-        batch_size=alignment.batch_size,
-        shard_size=alignment.shard_size,
+        sources,
         max_source_length=cfg.max_source_length,
         max_new_tokens=cfg.max_target_length,
     )
@@ -69,7 +67,7 @@ def training_pairs(cfg: DictConfig, task, tokenizer) -> tuple[list[str], list[st
         raise InvalidParameterError(
             f"alignment.init={alignment.init!r} is invalid: accepted pretrained, finetuned"
         )
-    return calibration["source"], calibration["target"], model_cfg
+    return calibration_sources, outputs, model_cfg
 
 
 def exit_loss_setting(cfg: DictConfig, model) -> tuple[list[int], list[float]] | None:

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -109,6 +110,24 @@ def generate_calibration_set(
     dataset = datasets.load_dataset("json", data_files=files, split="train")
     dataset.save_to_disk(str(output_dir / "dataset"))
     return dataset
+
+
+def calibration_pairs(
+    alignment: Any, large: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sources, **options
+) -> tuple[list[str], list[str]]:
+    """(sources, large outputs) of the calibration set that a train config's ``alignment``
+    section describes (limit, folder, batch and shard sizes); ``options`` go to
+    :func:`generate_calibration_set`."""
+    calibration = generate_calibration_set(
+        large,
+        tokenizer,
+        sources[: alignment.limit] if alignment.limit else sources,
+        Path(alignment.calibration_dir),
+        batch_size=alignment.batch_size,
+        shard_size=alignment.shard_size,
+        **options,
+    )
+    return list(calibration["source"]), list(calibration["target"])
 
 
 @torch.inference_mode()

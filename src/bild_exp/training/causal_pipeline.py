@@ -25,7 +25,7 @@ from bild_exp.data.tasks import TaskSpec, load_examples, resolve_path
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.harness.models import checkpoint_location
 from bild_exp.harness.shared_weights import save_without_shared
-from bild_exp.training.alignment import generate_calibration_set
+from bild_exp.training.alignment import calibration_pairs
 from bild_exp.training.causal import (
     causal_greedy_outputs,
     check_truncation,
@@ -65,7 +65,6 @@ def training_targets(
     """(sources, targets): the references (finetune) or the large model's outputs (align)."""
     if cfg.mode == "finetune":
         return sources, None
-    alignment = cfg.alignment
     prompt = task.prompt_format()
 
     def outputs_for(batch: list[str]) -> list[str]:
@@ -79,16 +78,7 @@ def training_targets(
             task.stop_strings,
         )
 
-    calibration = generate_calibration_set(
-        large,
-        tokenizer,
-        sources[: alignment.limit] if alignment.limit else sources,
-        Path(alignment.calibration_dir),
-        batch_size=alignment.batch_size,
-        shard_size=alignment.shard_size,
-        outputs_for=outputs_for,
-    )
-    return list(calibration["source"]), list(calibration["target"])
+    return calibration_pairs(cfg.alignment, large, tokenizer, sources, outputs_for=outputs_for)
 
 
 def train_causal(cfg: DictConfig, task: TaskSpec) -> Path:
