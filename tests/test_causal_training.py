@@ -147,3 +147,70 @@ def cfg_prompt() -> PromptFormat:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["+training=smollm2_align"])
     return task_from_config(cfg.task).prompt_format()
+
+
+def test_exit_losses_read_each_depth_like_the_truncated_model(tokenizer):
+    from bild_exp.decoding.layers import truncated_model as exit_view
+    from bild_exp.training.causal import response_losses
+
+    dataset = tokenize_prompt_pairs(tokenizer, PROMPT, ["a b c", "d e"], ["x y", "z"], 64, 16)
+    batch = CausalCollator(tokenizer.pad_token_id)([dataset[0], dataset[1]])
+    model = tiny_llama(tokenizer, layers=3, tied=False)
+    with torch.no_grad():
+        losses = response_losses(model, batch, [1, 2, 3])
+        assert torch.allclose(losses[2], response_loss(model, batch))
+        for depth in (1, 2):  # the first `depth` layers run as a model of their own
+            view = exit_view(model, depth)
+            assert torch.allclose(losses[depth - 1], response_loss(view, batch), atol=1e-5)
+        assert len({round(float(loss), 4) for loss in losses}) == 3
+
+
+@pytest.mark.parametrize(("mode", "depths"), [("early_exit", [1, 3]), ("calm", [1, 2, 3])])
+def test_exit_loss_training_of_a_decoder_only_model(tokenizer, tmp_path, mode, depths):
+    from bild_exp.training.causal import response_losses
+
+    large = tiny_llama(tokenizer, layers=3, seed=2, tied=False)
+    large_dir = tmp_path / "large"
+    large.save_pretrained(large_dir)
+    tokenizer.save_pretrained(large_dir)
+    overrides = [
+        f"+training=smollm2_{mode}",
+        f"pair.large={large_dir}",
+        "pair.early_exit_layers=1",
+        "train_limit=16",
+        "max_target_length=12",
+        "recipe.max_steps=30",
+        "recipe.per_device_train_batch_size=8",
+        "recipe.learning_rate=0.003",
+        "recipe.warmup_steps=0",
+        "recipe.save_steps=1000",
+        "recipe.logging_steps=10",
+        f"output_dir={tmp_path / 'out'}",
+        f"export_dir={tmp_path / 'export'}",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    train.run(cfg)
+    from bild_exp.data.tasks import load_examples, task_from_config
+
+    task = task_from_config(cfg.task)
+    examples = load_examples(task, "train", 16)
+    dataset = tokenize_prompt_pairs(
+        tokenizer,
+        task.prompt_format(),
+        [e.source for e in examples],
+        [e.target for e in examples],
+        256,
+        12,
+    )
+    batch = CausalCollator(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "export", dtype=torch.float32).eval()
+    before = AutoModelForCausalLM.from_pretrained(large_dir).eval()
+    with torch.no_grad():
+        old = response_losses(before, batch, depths)
+        new = response_losses(trained, batch, depths)
+    assert all(n < o for n, o in zip(new, old, strict=True))  # every trained exit improves
+    history = json.loads((tmp_path / "export" / "trainer_state.json").read_text())["log_history"]
+    logged = [row for row in history if "loss" in row]
+    assert logged and all(f"loss_depth_{depth}" in logged[0] for depth in depths)
+    assert not (tmp_path / "export" / MARKER).exists()  # a whole model, nothing shared

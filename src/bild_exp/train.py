@@ -13,12 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from bild_exp.data.tasks import load_examples, resolve_path, task_from_config
-from bild_exp.decoding.layers import decoder_depth
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import one_line_errors
 from bild_exp.training.alignment import calibration_pairs
 from bild_exp.training.causal_pipeline import train_causal
-from bild_exp.training.exit_loss import exit_loss_weights, resolve_exit_layers
+from bild_exp.training.exit_loss import exit_loss_setting
 from bild_exp.training.finetune import build_model, export_model, finetune, tokenize_pairs
 from bild_exp.training.tokenizer import train_unigram_tokenizer
 from bild_exp.wandb_setup import check_mode, report_to
@@ -68,24 +67,6 @@ def training_pairs(cfg: DictConfig, task, tokenizer) -> tuple[list[str], list[st
             f"alignment.init={alignment.init!r} is invalid: accepted pretrained, finetuned"
         )
     return calibration_sources, outputs, model_cfg
-
-
-def exit_loss_setting(cfg: DictConfig, model) -> tuple[list[int], list[float]] | None:
-    """(depths, weights) of the early-exit loss, or None for the usual final-layer loss."""
-    exit_cfg = cfg.get("exit_loss") or {}
-    layers, weights = exit_cfg.get("layers"), exit_cfg.get("weights", "equal")
-    if layers is None and cfg.mode == "early_exit":  # (L_k + L_last) / 2, paper Section 4.4
-        layers, weights = [cfg.pair.early_exit_layers, "last"], "equal"
-    elif layers is None and cfg.mode == "calm":  # w_i = i / sum_j j over every layer
-        layers, weights = "all", "depth"
-    if layers is None:
-        return None
-    layers = OmegaConf.to_container(layers, resolve=True) if OmegaConf.is_list(layers) else layers
-    weights = (
-        OmegaConf.to_container(weights, resolve=True) if OmegaConf.is_list(weights) else weights
-    )
-    depths = resolve_exit_layers(layers, decoder_depth(model))
-    return depths, exit_loss_weights(depths, weights)
 
 
 def run(cfg: DictConfig) -> Path:

@@ -176,10 +176,6 @@ def runner_pair(
         )
     return large_runner, DecoderRunner(small, input_ids, use_cache)
 
-    @property
-    def n_calls(self) -> int:
-        return len(self.calls)
-
 
 @dataclass(frozen=True)
 class StopStrings:

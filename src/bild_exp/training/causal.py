@@ -21,8 +21,9 @@ from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from bild_exp.data.prompts import PromptFormat, prompt_input
-from bild_exp.decoding.layers import decoder_layers
+from bild_exp.decoding.layers import decoder_depth, decoder_layers, exit_logits
 from bild_exp.decoding.runner import StopStrings
+from bild_exp.training.exit_loss import ExitLossTrainer
 
 IGNORE = -100
 SHARED_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -69,19 +70,39 @@ class CausalCollator:
         }
 
 
-def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy of the response tokens, the head applied at those positions only.
+def response_losses(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], depths: Sequence[int] | None = None
+) -> list[torch.Tensor]:
+    """Mean cross-entropy of the response tokens read out after each decoder depth (1-based;
+    default: the last only), the head applied at response positions only.
 
     Position t predicts token t + 1, so the hidden states at ``labels[:, 1:] != -100``
-    (shifted back by one) are the ones that need logits.
+    (shifted back by one) are the ones that need logits. An intermediate depth is read out
+    with the model's own final norm and head (:func:`~bild_exp.decoding.layers.exit_logits`).
     """
-    hidden = model.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state  # (batch, length, d_model)
+    n_layers = decoder_depth(model)
+    depths = [n_layers] if depths is None else list(depths)
+    intermediate = any(depth < n_layers for depth in depths)
+    outputs = model.get_decoder()(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        output_hidden_states=intermediate,
+    )
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE  # (batch, length - 1)
-    logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # (n_response, vocab)
-    return F.cross_entropy(logits.float(), targets[keep])
+    losses = []
+    for depth in depths:
+        if depth == n_layers:  # already normed by the decoder
+            logits = model.get_output_embeddings()(outputs.last_hidden_state[:, :-1][keep])
+        else:  # hidden_states[depth] is the output of the first `depth` layers
+            logits = exit_logits(model, outputs.hidden_states[depth][:, :-1][keep])
+        losses.append(F.cross_entropy(logits.float(), targets[keep]))  # (n_response, vocab)
+    return losses
+
+
+def response_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the response tokens (see :func:`response_losses`)."""
+    return response_losses(model, batch)[0]
 
 
 class ResponseOnlyTrainer(Trainer):
@@ -90,6 +111,14 @@ class ResponseOnlyTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = response_loss(model, inputs)
         return (loss, None) if return_outputs else loss
+
+
+class ResponseExitTrainer(ExitLossTrainer):
+    """The early-exit / CALM loss ``sum_i w_i L_i`` with each ``L_i`` over response tokens only."""
+
+    def depth_losses(self, model, inputs) -> tuple[None, list[torch.Tensor]]:
+        unwrapped = self.accelerator.unwrap_model(model)
+        return None, response_losses(unwrapped, inputs, self.exit_depths)
 
 
 def truncated_model(large: PreTrainedModel, layers: int) -> PreTrainedModel:

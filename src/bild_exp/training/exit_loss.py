@@ -64,6 +64,29 @@ def exit_loss_weights(depths: Sequence[int], scheme: str | Sequence[float]) -> l
     return [weight / total for weight in raw]
 
 
+def exit_loss_setting(cfg: Any, model: PreTrainedModel) -> tuple[list[int], list[float]] | None:
+    """(depths, weights) of the training config's early-exit loss, or None for the usual
+    final-layer loss: ``exit_loss.layers``/``weights`` when set, else the mode's own
+    (``early_exit``: ``[pair.early_exit_layers, last]``, equal; ``calm``: every depth, ``depth``).
+    """
+    from omegaconf import OmegaConf
+
+    exit_cfg = cfg.get("exit_loss") or {}
+    layers, weights = exit_cfg.get("layers"), exit_cfg.get("weights", "equal")
+    if layers is None and cfg.mode == "early_exit":  # (L_k + L_last) / 2, paper Section 4.4
+        layers, weights = [cfg.pair.early_exit_layers, "last"], "equal"
+    elif layers is None and cfg.mode == "calm":  # w_i = i / sum_j j over every layer
+        layers, weights = "all", "depth"
+    if layers is None:
+        return None
+    layers = OmegaConf.to_container(layers, resolve=True) if OmegaConf.is_list(layers) else layers
+    weights = (
+        OmegaConf.to_container(weights, resolve=True) if OmegaConf.is_list(weights) else weights
+    )
+    depths = resolve_exit_layers(layers, decoder_depth(model))
+    return depths, exit_loss_weights(depths, weights)
+
+
 def exit_losses(
     model: PreTrainedModel,
     decoder_hidden_states: Sequence[torch.Tensor],
@@ -138,11 +161,17 @@ class ExitLossTrainer(Seq2SeqTrainer):
         self._depth_sums: list[torch.Tensor] = []
         self._depth_steps = 0
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def depth_losses(self, model, inputs) -> tuple[Any, list[torch.Tensor]]:
+        """(model outputs, the loss of each exit depth) for one batch."""
         outputs = model(**inputs, output_hidden_states=True)
         unwrapped = self.accelerator.unwrap_model(model)
         hidden = decoder_hidden_states(unwrapped, outputs)
-        losses = exit_losses(unwrapped, hidden, outputs.loss, inputs["labels"], self.exit_depths)
+        return outputs, exit_losses(
+            unwrapped, hidden, outputs.loss, inputs["labels"], self.exit_depths
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs, losses = self.depth_losses(model, inputs)
         loss = sum(weight * one for weight, one in zip(self.exit_weights, losses, strict=True))
         if model.training:  # kept on the device: no host sync until the next log
             detached = [one.detach() for one in losses]

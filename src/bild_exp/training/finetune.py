@@ -25,7 +25,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from bild_exp.decoding.params import InvalidParameterError
-from bild_exp.training.causal import CausalCollator, ResponseOnlyTrainer
+from bild_exp.training.causal import CausalCollator, ResponseExitTrainer, ResponseOnlyTrainer
 from bild_exp.training.exit_loss import ExitLossTrainer
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ def finetune(
         trainer_class = ExitLossTrainer
         extra = {"exit_depths": exit_loss[0], "exit_weights": exit_loss[1]}
     if causal:  # decoder-only: the loss of the response tokens only
-        trainer_class, collator = ResponseOnlyTrainer, CausalCollator(pad_token_id(tokenizer))
+        trainer_class = ResponseExitTrainer if exit_loss is not None else ResponseOnlyTrainer
+        collator = CausalCollator(pad_token_id(tokenizer))
     trainer = trainer_class(
         **extra,
         model=model,
