@@ -100,3 +100,218 @@ def test_paper_comparison_names_the_device_and_warns_off_t4(tmp_path):
 
     assert "not the paper's NVIDIA T4" in device_note(pd.DataFrame({"device": ["x86_64 (cpu)"]}))
     assert device_note(pd.DataFrame({"device": ["Tesla T4 (cuda:0)"]})) == ""
+
+
+PAPER_TASKS = tuple(HEADLINE)
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_hub_loading_fetches_only_the_split_used(task, monkeypatch):
+    import datasets
+
+    from bild_exp.data.tasks import load_rows
+
+    calls = []
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise RuntimeError("no network in tests")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", record)
+    spec = task_from_config(compose_sweep([f"+task={task}"]).task)
+    with pytest.raises(RuntimeError, match="no network"):
+        load_rows(spec, "validation")
+    ((args, kwargs),) = calls
+    assert not args and kwargs["path"] == spec.hub_id and kwargs["split"] == "validation"
+    ((split, files),) = kwargs["data_files"].items()  # one split's files, nothing else
+    assert split == "validation" and "validation" in files
+    assert not any(other in files for other in ("train", "test"))
+    if task == "iwslt17":  # a script repository: its Parquet export, not main
+        assert kwargs["revision"] == "refs/convert/parquet"
+        assert files == "iwslt2017-de-en/validation/*.parquet"
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_paper_tasks_follow_the_official_pipeline(task):
+    from bild_exp.harness.plan import plan_runs
+
+    cfg = compose_sweep([f"+task={task}", "+experiment=table1"])
+    assert cfg.task.max_new_tokens == 127  # max_length=128 counts the decoder start token
+    assert cfg.scoring.truncate_references == 128
+    assert cfg.scoring.clean_up_tokenization_spaces is True
+    bild_runs = [run for run in plan_runs(cfg) if run.method == "bild"]
+    assert bild_runs and all(run.params["schedule"] == "official" for run in bild_runs)
+    switched = compose_sweep([f"+task={task}", "+experiment=table1", "bild_schedule=paper"])
+    assert all("schedule" not in run.params for run in plan_runs(switched))
+
+
+def test_other_tasks_keep_the_paper_schedule_and_their_configuration_ids():
+    from bild_exp.harness.plan import plan_runs
+
+    cfg = compose_sweep([])
+    assert cfg.bild_schedule == "paper" and cfg.scoring.truncate_references is None
+    assert all("schedule" not in run.params for run in plan_runs(cfg))
+
+
+@pytest.fixture(scope="module")
+def t5_tokenizer():
+    from transformers import AutoTokenizer
+
+    from bild_exp.data.tasks import resolve_path
+
+    return AutoTokenizer.from_pretrained(resolve_path("package://assets/demo-pair/tokenizer"))
+
+
+def test_references_are_cut_as_the_official_labels_were(t5_tokenizer):
+    import pandas as pd
+
+    from bild_exp.harness.pipeline import truncate_references
+
+    long = " ".join(["the house is very small and the garden is green ."] * 40)
+    ids = t5_tokenizer(long, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 200
+    (cut,) = truncate_references(pd.Series([long]), t5_tokenizer, 128)
+    # 127 text tokens and the end token make the official 128
+    assert cut == t5_tokenizer.decode(ids[:127], skip_special_tokens=True)
+    assert cut != t5_tokenizer.decode(ids[:128], skip_special_tokens=True)
+    (short,) = truncate_references(pd.Series(["kurz ."]), t5_tokenizer, 128)
+    assert short == t5_tokenizer.decode(
+        t5_tokenizer("kurz .")["input_ids"], skip_special_tokens=True
+    )
+
+
+def test_tokenization_spaces_are_cleaned_on_both_sides_when_asked(t5_tokenizer):
+    import pandas as pd
+
+    from bild_exp.harness.pipeline import scored_texts
+
+    records = pd.DataFrame(
+        {"hypothesis": ["It is n't here , is it ?"], "reference": ["It 's there ."]}
+    )
+    on = scored_texts(
+        records.copy(),
+        t5_tokenizer,
+        {"truncate_references": None, "clean_up_tokenization_spaces": True},
+    )
+    assert on["scored_hypothesis"][0] == "It isn't here, is it?"
+    assert on["scored_reference"][0] == "It's there."
+    off = scored_texts(records.copy(), t5_tokenizer, {"truncate_references": None})
+    assert off["scored_hypothesis"][0] == "It is n't here , is it ?"
+    assert off["scored_reference"][0] == "It 's there ."
+
+
+def hand_made_run(tmp_path, experiment: str, task: str, rows: list[dict]):
+    import json
+
+    import pandas as pd
+
+    run = tmp_path / experiment / f"{task}_pair"
+    run.mkdir(parents=True)
+    metric = "bleu" if task == "iwslt17" else "rouge"
+    manifest = {"config": {"task": {"name": task, "metric": metric}}, "device": {}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    pd.DataFrame(rows).to_csv(run / "summary.csv", index=False)
+    return run
+
+
+def test_table3_prints_ours_next_to_the_published_rows(tmp_path, monkeypatch):
+    from bild_exp import paper
+    from bild_exp.paper import compare
+
+    monkeypatch.setattr(paper, "draw_figures", lambda *args: None)  # tested with real sweeps
+
+    def row(method, quality, speedup, fb=None, rb=None):
+        return {
+            "method": method,
+            "bleu": quality,
+            "speedup": speedup,
+            "fallback_pct": 20.0,
+            "rollback_pct": 2.0,
+            "large_call_pct": 25.0,
+            "fallback_threshold": fb,
+            "rollback_threshold": rb,
+        }
+
+    hand_made_run(
+        tmp_path,
+        "table3",
+        "iwslt17",
+        [
+            row("large", 40.0, 1.0),
+            row("speculative", 40.0, 1.3),
+            row("bild", 40.2, 1.25, 0.5, 2.0),  # better quality, a little slower
+            row("bild", 39.9, 1.35, 0.4, 3.0),  # faster, lower quality: matches latency best
+            row("bild", 40.1, 1.4, 0.3, 2.0),  # faster and better: matches quality
+        ],
+    )
+    table = compare(tmp_path / "table3", "table3").set_index("row")
+    assert table.loc["speculative", "speedup"] == 1.3
+    assert table.loc["speculative", "paper_rollback_pct"] == 9.81
+    assert table.loc["bild (match latency)", "quality"] == 40.1
+    assert table.loc["bild (match quality)", "speedup"] == 1.4
+    assert table.loc["bild (match quality)", "thresholds (RB, FB)"] == "(2, 0.3)"
+    assert table.loc["bild (better quality)", "paper_quality"] == 40.33
+    assert table.loc["bild (match latency)", "paper_speedup"] == 1.23
+
+
+def test_table5_picks_ours_and_the_papers_rows_by_one_rule(tmp_path, monkeypatch):
+    from bild_exp import paper
+    from bild_exp.paper import compare
+
+    monkeypatch.setattr(paper, "draw_figures", lambda *args: None)
+
+    rows = [
+        {"method": "large", "rougeL": 34.0, "speedup": 1.0},
+        {
+            "method": "bild",
+            "rougeL": 34.1,
+            "speedup": 1.3,
+            "rollback_threshold": 3.0,
+            "fallback_threshold": 0.5,
+        },
+        {
+            "method": "bild",
+            "rougeL": 33.2,
+            "speedup": 1.7,
+            "rollback_threshold": 5.0,
+            "fallback_threshold": 0.3,
+        },
+    ]
+    hand_made_run(tmp_path, "table5", "xsum", rows)
+    table = compare(tmp_path / "table5", "table5").set_index("row")
+    assert table.loc["vanilla", "paper_quality"] == 34.0
+    assert table.loc["bild (within 0)", "speedup"] == 1.3
+    assert table.loc["bild (within 0)", "paper_speedup"] == 1.45  # 34.04 >= 34.00
+    assert table.loc["bild (within 1)", "speedup"] == 1.7
+    assert table.loc["bild (within 1)", "paper_speedup"] == 1.85  # 33.10 >= 33.00
+
+
+def test_table3_uses_the_unaligned_small_model_as_the_paper():
+    cfg = compose_sweep(["+task=xsum", "+experiment=table3"])
+    assert list(cfg.pair.small_variants) == ["base"]
+
+
+def test_every_transcribed_table_loads():
+    from bild_exp.paper import published
+
+    assert set(published("table2")["model"]) == {"mT5-large", "mT5-small", "T5-large", "T5-small"}
+    assert len(published("table3")) == 10 and len(published("table5")) == 8
+    assert set(published("fig2")["task"]) == {"wmt14", "cnndm"}
+
+
+def test_dry_run_lists_the_official_pipeline_and_counts_generate_calls(capsys):
+    from bild_exp import sweep
+
+    sweep.run(compose_sweep(["+task=iwslt17", "+experiment=table1", "dry_run=true"]))
+    out = capsys.readouterr().out
+    assert "revision=refs/convert/parquet files=iwslt2017-de-en/validation/*.parquet" in out
+    assert "truncate_references=128 clean_up_tokenization_spaces=True" in out
+    assert "max_new_tokens=127" in out and "bild_schedule=official" in out
+    n_configs = out.count(" small=")
+    assert f"generate calls: {n_configs} configurations x 888 examples" in out
+    sweep.run(
+        compose_sweep(["+task=iwslt17", "+experiment=table1", "dry_run=true", "data.limit=10"])
+    )
+    assert f"x 10 examples = {n_configs * 10:,}" in capsys.readouterr().out

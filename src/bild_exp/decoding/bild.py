@@ -38,7 +38,13 @@ class BildDecoder:
         self.keep_small_log_probs = params.rollback_metric != "cross_entropy"
         self.unverified_small_log_probs: list[torch.Tensor] = []
 
+    @property
+    def official(self) -> bool:
+        return self.params.schedule == "official"
+
     def run(self) -> GenerationResult:
+        if self.official and not self.sequence.done:  # the official loop starts with the large
+            self.large_step()
         while not self.sequence.done:
             self.small_step()
         return build_result(self.sequence, self.large, self.small, self.counters)
@@ -98,6 +104,14 @@ class BildDecoder:
         self.small.truncate(first_changed)
         self.n_unverified = 0
         self.unverified_small_log_probs.clear()
+        # 5. The official loop lets the large model write one more token after a rollback.
+        if self.official and n_rejected > 0 and not sequence.done:
+            self.large_step()
+
+    def large_step(self) -> None:
+        """One autoregressive large-model token, no small tokens pending (official schedule)."""
+        logits = self.large.forward(self.sequence.view())[-1]
+        self.sequence.append(int(self.sampler.choose(logits)), from_large=True)
 
     def rollback_decision(
         self, logits: torch.Tensor, small_tokens: torch.Tensor
@@ -118,6 +132,8 @@ class BildDecoder:
         distances = rollback_distances(
             large_log_probs[:-1], small_tokens, small_log_probs, self.params.rollback_metric
         )
+        if self.official:
+            return self.official_rollback_decision(logits, small_tokens, distances)
         if self.sampler.greedy:
             large_tokens = logits.argmax(-1)
             agreement = large_tokens[:-1] == small_tokens
@@ -125,6 +141,19 @@ class BildDecoder:
             return rollback_at, large_tokens[rollback_at]
         rollback_at = first_rollback_index(distances, self.params.rollback_threshold)
         return rollback_at, self.sampler.choose(logits[rollback_at])
+
+    def official_rollback_decision(
+        self, logits: torch.Tensor, small_tokens: torch.Tensor, distances: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The official rule: only the first position beyond alpha_RB may roll back, and it
+        does not when the large model's token there equals the small one's (then every small
+        token is kept and the large model's token after them is appended)."""
+        n_unverified = small_tokens.shape[0]
+        first = first_rollback_index(distances, self.params.rollback_threshold)
+        token = self.sampler.choose(logits[first])
+        if first < n_unverified and token == small_tokens[first]:
+            return torch.tensor(n_unverified), self.sampler.choose(logits[-1])
+        return first, token
 
 
 def decode_bild(

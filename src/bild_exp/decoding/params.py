@@ -16,6 +16,7 @@ from bild_exp.decoding.sampling import SAMPLING_MODES
 from bild_exp.errors import BildError
 
 ASSISTANT_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+BILD_SCHEDULES = ("paper", "official")
 
 
 class InvalidParameterError(BildError, ValueError):
@@ -94,6 +95,12 @@ class BildParams(SamplingParams):
     max_small_steps: the large model runs after this many consecutive small tokens.
     rollback_metric: the distance d(p_S, p_L): cross_entropy, total_variation or kl.
     verify_tail: let the large model check the last small tokens before finishing.
+    schedule: ``paper`` (Algorithm 1: the small model starts; a rollback hands control back
+        at once; the first position beyond alpha_RB where the large model disagrees rolls
+        back) or ``official`` (the authors' ``T5BiLDModel`` loop: the large model produces
+        the first token; after a rollback it produces one more token before control
+        returns; only the first position beyond alpha_RB is considered, and nothing rolls
+        back when the large model's token there equals the small one's).
     """
 
     fallback_threshold: float | None = 0.5
@@ -101,6 +108,7 @@ class BildParams(SamplingParams):
     max_small_steps: int = 10
     rollback_metric: str = "cross_entropy"
     verify_tail: bool = False
+    schedule: str = "paper"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,6 +118,7 @@ class BildParams(SamplingParams):
         check_choice("rollback_metric", self.rollback_metric, ROLLBACK_METRICS)
         if not isinstance(self.verify_tail, bool):
             raise invalid("verify_tail", self.verify_tail, "True or False")
+        check_choice("schedule", self.schedule, BILD_SCHEDULES)
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,32 @@ class SweepOutcome:
 
 
 def print_plan(cfg: DictConfig, runs: list[RunConfig]) -> None:
-    """``dry_run=true``: what would run, loading nothing."""
+    """``dry_run=true``: what would run, loading nothing: the data, scoring and lengths the
+    runs use (to check them against the paper's pipeline), the configurations and the number
+    of ``generate`` calls when the split's size is known."""
+    task, split = cfg.task, cfg.data.split or cfg.task.split
+    print(f"task={task.name} pair={cfg.pair.name} split={split} limit={cfg.data.limit}")
+    files = (task.get("hub_data_files") or {}).get(split)
+    source = task.data_files[split] if task.get("data_files") else files
     print(
-        f"task={cfg.task.name} pair={cfg.pair.name} split={cfg.data.split or cfg.task.split} limit={cfg.data.limit}"
+        f"data: hub_id={task.hub_id} config={task.hub_config} revision={task.get('revision')} "
+        f"files={source}"
     )
+    quality = quality_column(task.metric, task.get("quality"))
+    scoring = cfg.scoring
+    print(
+        f"scoring: {quality} truncate_references={scoring.truncate_references} "
+        f"clean_up_tokenization_spaces={scoring.get('clean_up_tokenization_spaces', False)} "
+        f"max_new_tokens={cfg.max_new_tokens or task.max_new_tokens} "
+        f"max_source_length={task.max_source_length} bild_schedule={cfg.get('bild_schedule')}"
+    )
+    known = [n for n in ((task.get("split_sizes") or {}).get(split), cfg.data.limit) if n]
+    n_examples = min(known) if known else None  # the split's size, cut by data.limit
+    if n_examples is not None:
+        print(
+            f"generate calls: {len(runs)} configurations x {n_examples} examples = "
+            f"{len(runs) * n_examples:,} (plus {cfg.data.warmup} untimed warm-up each)"
+        )
     print(f"{len(runs)} configurations:")
     for run in runs:
         print(f"  {run.config_id} {run.study:<18} small={run.small_variant:<8} {run.params}")
@@ -143,14 +165,38 @@ def compatibility(
 
 
 def truncate_references(references: pd.Series, tokenizer: Any, n_tokens: int | None) -> pd.Series:
-    """The official code scored against references cut to 128 tokens; optional here."""
+    """References as the official script scored them: tokenized as labels cut to
+    ``n_tokens`` (the end token included) and decoded back without special tokens.
+    Every reference makes the round trip, as there (characters outside the vocabulary drop
+    out); ``None`` keeps them as written."""
     if not n_tokens:
         return references
     return references.map(
         lambda text: tokenizer.decode(
-            tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens]
+            tokenizer(text_target=text, max_length=n_tokens, truncation=True)["input_ids"],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
         )
     )
+
+
+def clean_up_spaces(texts: pd.Series, tokenizer: Any, enabled: bool) -> pd.Series:
+    """transformers 4.25 decoded with ``clean_up_tokenization_spaces=True`` (" ." -> ".",
+    " n't" -> "n't", ...; 5.x defaults to False): the official scores were taken on such text."""
+    if not enabled:
+        return texts
+    return texts.map(lambda text: tokenizer.clean_up_tokenization(text).strip())
+
+
+def scored_texts(records: pd.DataFrame, tokenizer: Any, scoring: Any) -> pd.DataFrame:
+    """Add the hypothesis and reference columns that the metrics read (``scoring.*``)."""
+    references = truncate_references(
+        records["reference"], tokenizer, scoring.get("truncate_references")
+    )
+    cleanup = bool(scoring.get("clean_up_tokenization_spaces", False))
+    records["scored_reference"] = clean_up_spaces(references, tokenizer, cleanup)
+    records["scored_hypothesis"] = clean_up_spaces(records["hypothesis"], tokenizer, cleanup)
+    return records
 
 
 def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
@@ -188,9 +234,7 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
             "the same command resumes where this one stopped"
         ) from None
     records = collect_records(runs, examples, store, baselines)
-    records["scored_reference"] = truncate_references(
-        records["reference"], pair.tokenizer, cfg.scoring.truncate_references
-    )
+    records = scored_texts(records, pair.tokenizer, cfg.scoring)
     quality = quality_column(task.metric, task.extra.get("quality"))
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     summary = summarize(records, task.metric, quality, scoring)

@@ -39,6 +39,7 @@ PARAM_COLUMNS = (
     "max_small_steps",
     "rollback_metric",
     "verify_tail",
+    "schedule",
     "window",
     "oracle_threshold",
     "num_assistant_tokens",
@@ -142,6 +143,16 @@ def small_variants(cfg: DictConfig, study: DictConfig | None = None) -> list[str
     return variants
 
 
+def bild_schedule(cfg: DictConfig, method: str, params: dict[str, Any]) -> dict[str, str]:
+    """``{"schedule": ...}`` for a BiLD run when ``bild_schedule`` asks for the official loop
+    and the study does not set one. The paper schedule, the engine's default, is left out of
+    the parameters so that runs recorded before the option keep their configuration ids."""
+    schedule = cfg.get("bild_schedule", "paper")
+    if method != "bild" or "schedule" in params or schedule == "paper":
+        return {}
+    return {"schedule": schedule}
+
+
 def plan_runs(cfg: DictConfig) -> list[RunConfig]:
     """Every configuration the sweep evaluates; the large baseline is always included."""
     seeds = list(cfg.seeds) if cfg.sampling != "greedy" else [0]
@@ -161,6 +172,7 @@ def plan_runs(cfg: DictConfig) -> list[RunConfig]:
             variants, grid_points(study, cfg.grid), seeds
         ):
             params = {**fixed, **point, **sampling_params(cfg, seed)}
+            params.update(bild_schedule(cfg, study.method, params))
             parse_params(study.method, params)  # the engine's validation, before any model loads
             runs.append(RunConfig(study_name, study.method, variant, params))
     return runs

@@ -37,7 +37,7 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
     row.update(
         score(
             metric,
-            list(group["hypothesis"]),
+            list(group["scored_hypothesis"]),
             list(group["scored_reference"]),
             scoring.get("bleu_tokenize", "13a"),
             scoring.get("rouge_stemmer", True),
