@@ -16,7 +16,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bild_exp.errors import one_line_errors
-from bild_exp.harness.pipeline import SweepOutcome, check_settings, print_plan, run_sweep
+from bild_exp.harness.pipeline import (
+    SweepOutcome,
+    check_engine,
+    check_settings,
+    print_plan,
+    run_sweep,
+)
 from bild_exp.harness.plan import plan_runs
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ def run(cfg: DictConfig) -> SweepOutcome | None:
     cfg = with_default_task(cfg)
     check_settings(cfg)
     runs = plan_runs(cfg)
+    check_engine(cfg, runs)
     if cfg.dry_run:
         print_plan(cfg, runs)
         return None

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 from bild_exp.decoding.autoregressive import decode_autoregressive
 from bild_exp.decoding.bild import decode_bild
 from bild_exp.decoding.calm import check_calm_model, decode_calm
+from bild_exp.decoding.compiled import check_compilable
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import decode_hf_assisted
 from bild_exp.decoding.oracle import decode_oracle
@@ -136,6 +137,7 @@ def generate(
     use_cache: bool = True,
     stop_strings: Sequence[str] | None = None,
     tokenizer: Any = None,
+    compile: bool = False,
     **params: Any,
 ) -> GenerationResult:
     """Generate one continuation (batch size 1) with a decoding method.
@@ -155,6 +157,9 @@ def generate(
             generated tokens by ``tokenizer``; every method stops at the same token. EOS
             (every id of the model's generation config, e.g. an end-of-turn token) always
             ends it.
+        compile: run the compiled path (:mod:`bild_exp.decoding.compiled`): static caches and
+            ``torch.compile``; same tokens and stats, the first call of each model compiles.
+            Methods large, small, bild, speculative, oracle on Llama-style models.
         **params: the method's parameters (see ``bild_exp.decoding.params``), e.g.
             ``fallback_threshold``, ``rollback_threshold``, ``window``, ``sampling``,
             ``top_p``, ``temperature``, ``seed``.
@@ -163,6 +168,14 @@ def generate(
         A :class:`GenerationResult` with ``tokens``, ``from_large`` and ``stats``.
     """
     method_params = validate(method, large, small, input_ids, max_new_tokens, params)
+    if not isinstance(compile, bool):
+        raise invalid("compile", compile, "True or False")
+    if compile:
+        if not use_cache:
+            raise invalid("use_cache", use_cache, "True with compile=True (a static cache)")
+        members = {"large": large if method != "small" else None}
+        members["small"] = small if method not in ("large", "calm", "hf_assisted") else None
+        check_compilable(method, members)
     device = (small if method == "small" else large).device
     input_ids = input_ids.to(device)
     sampler = make_sampler(
@@ -181,13 +194,14 @@ def generate(
         "use_cache": use_cache,
         "stop_strings": stops,
     }
+    if method == "calm":
+        return decode_calm(large, input_ids, params=method_params, **common)
+    common["compile"] = compile
     if method in ("large", "small"):
         model = large if method == "large" else small
         if isinstance(model, EarlyExit):
             model = model.model
         return decode_autoregressive(model, input_ids, is_large=method == "large", **common)
-    if method == "calm":
-        return decode_calm(large, input_ids, params=method_params, **common)
     if method == "bild":
         return decode_bild(large, small, input_ids, params=method_params, **common)
     if method == "speculative":

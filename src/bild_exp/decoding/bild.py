@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from bild_exp.decoding.compiled import static_length
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import BildParams
 from bild_exp.decoding.policies import first_rollback_index, rollback_distances, should_fall_back
@@ -166,13 +167,16 @@ def decode_bild(
     max_new_tokens: int,
     use_cache: bool = True,
     stop_strings: StopStrings | None = None,
+    compile: bool = False,
 ) -> GenerationResult:
     """Run BiLD on one example (batch size 1)."""
-    large_runner, small_runner = runner_pair(large, small, input_ids, use_cache)
+    sequence = start_sequence(large, input_ids, max_new_tokens, stop_strings)
+    static = static_length(sequence, compile)
+    large_runner, small_runner = runner_pair(large, small, input_ids, use_cache, static)
     decoder = BildDecoder(
         large=large_runner,
         small=small_runner,
-        sequence=start_sequence(large, input_ids, max_new_tokens, stop_strings),
+        sequence=sequence,
         params=params,
         sampler=sampler,
     )

@@ -23,6 +23,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 
+from bild_exp.decoding.compiled import compiled_model, set_cached_length
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.layers import decoder_depth
 
@@ -84,9 +85,13 @@ class DecoderRunner:
         use_cache: bool = True,
         *,
         share_with: DecoderRunner | None = None,
+        static_length: int | None = None,
     ):
         self.model = model
         self.use_cache = use_cache
+        # The compiled path (generate(..., compile=True)): a static cache of at least
+        # static_length positions and a compiled forward, shared with every other example.
+        self.compiled = compiled_model(model, static_length) if static_length else None
         self.is_seq2seq = bool(model.config.is_encoder_decoder)
         # Logits of prompt positions predict prompt tokens and are never read: a decoder-only
         # model's head runs only from the prompt's last position on (as HF generate's prefill).
@@ -101,6 +106,8 @@ class DecoderRunner:
                 model.get_encoder()(input_ids=input_ids) if self.is_seq2seq else None
             )
             self.cache: Cache | None = empty_cache(model) if use_cache else None
+            if self.compiled is not None:
+                self.cache = self.compiled.cache
             self.peers: list[DecoderRunner] = [self]
             self.depth: int | None = None
         else:
@@ -120,7 +127,11 @@ class DecoderRunner:
             if len(self.peers) > 1:  # drop what shallower peers wrote past our own valid length
                 crop_cache(self.cache, self.n_cached)
             keep = n_total - max(self.n_cached, self.first_needed)
-            logits = self._run(sequence[:, self.n_cached :], self.cache, keep)
+            if self.compiled is not None:
+                tokens = sequence[:, self.n_cached :]
+                logits = self.compiled.run(tokens, self.n_cached == 0, keep)[-keep:]
+            else:
+                logits = self._run(sequence[:, self.n_cached :], self.cache, keep)
         else:
             logits = self._run(sequence, None)[self.n_cached :]
         self.n_cached = n_total
@@ -152,7 +163,9 @@ class DecoderRunner:
         """
         if all(peer.n_cached <= valid_length for peer in self.peers):
             return  # nothing cached at or after valid_length: skip the per-layer walk
-        if self.cache is not None:
+        if self.compiled is not None:
+            set_cached_length(self.cache, valid_length)
+        elif self.cache is not None:
             crop_cache(self.cache, valid_length)
         for peer in self.peers:
             peer.n_cached = min(peer.n_cached, valid_length)
@@ -167,14 +180,16 @@ def runner_pair(
     small: PreTrainedModel | EarlyExit,
     input_ids: torch.Tensor,
     use_cache: bool = True,
+    static_length: int | None = None,
 ) -> tuple[DecoderRunner, DecoderRunner]:
-    """Runners for both models; an :class:`EarlyExit` small model shares the large one's encoder and cache."""
-    large_runner = DecoderRunner(large, input_ids, use_cache)
+    """Runners for both models; an :class:`EarlyExit` small model shares the large one's
+    encoder and cache. ``static_length``: the compiled path (see :class:`DecoderRunner`)."""
+    large_runner = DecoderRunner(large, input_ids, use_cache, static_length=static_length)
     if isinstance(small, EarlyExit):
         return large_runner, DecoderRunner(
             small.model, input_ids, use_cache, share_with=large_runner
         )
-    return large_runner, DecoderRunner(small, input_ids, use_cache)
+    return large_runner, DecoderRunner(small, input_ids, use_cache, static_length=static_length)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from bild_exp.decoding.compiled import static_length
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import SpeculativeParams
 from bild_exp.decoding.policies import greedy_acceptance, speculative_acceptance
@@ -77,10 +78,13 @@ def decode_speculative(
     max_new_tokens: int,
     use_cache: bool = True,
     stop_strings: StopStrings | None = None,
+    compile: bool = False,
 ) -> GenerationResult:
     """Run speculative decoding on one example (batch size 1)."""
     sequence = start_sequence(large, input_ids, max_new_tokens, stop_strings)
-    large_runner, small_runner = runner_pair(large, small, input_ids, use_cache)
+    large_runner, small_runner = runner_pair(
+        large, small, input_ids, use_cache, static_length=static_length(sequence, compile)
+    )
     counters = PolicyCounters()
     while not sequence.done:
         n_kept = sequence.n_generated

@@ -97,6 +97,7 @@ def decode_once(
     input_ids: torch.Tensor,
     max_new_tokens: int,
     stop_strings: list[str] | None = None,
+    compile: bool = False,
 ):
     large, small = pair.models_for(run.method, run.small_variant)
     return generate(
@@ -107,6 +108,7 @@ def decode_once(
         max_new_tokens=max_new_tokens,
         stop_strings=stop_strings,
         tokenizer=pair.tokenizer,
+        compile=compile,
         **run.params,
     )
 
@@ -185,22 +187,26 @@ def execute_run(
     warmup: int,
     on_example: Callable[[], None] = lambda: None,
     stop_strings: list[str] | None = None,
+    compile: bool = False,
 ) -> int:
-    """Decode every example of ``items`` not yet in ``store``; return how many were decoded."""
+    """Decode every example of ``items`` not yet in ``store``; return how many were decoded.
+
+    ``compile``: the compiled engine path; at least one untimed warm-up example runs, so
+    that compilation never falls inside a timed example."""
     done = store.done_keys()
     todo = [item for item in items if (run.config_id, item.example.id) not in done]
     for _ in range(len(items) - len(todo)):
         on_example()
     if not todo:
         return 0
-    for item in items[:warmup]:
-        decode_once(run, pair, item.input_ids, max_new_tokens, stop_strings)
+    for item in items[: max(warmup, 1 if compile else 0)]:
+        decode_once(run, pair, item.input_ids, max_new_tokens, stop_strings, compile)
     buffer = []
     try:
         for item in todo:
             result, seconds = timed(
                 lambda item=item: decode_once(
-                    run, pair, item.input_ids, max_new_tokens, stop_strings
+                    run, pair, item.input_ids, max_new_tokens, stop_strings, compile
                 ),
                 pair.device,
             )

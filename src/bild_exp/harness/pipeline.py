@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from bild_exp.data.tasks import DataError, Example, TaskSpec, load_examples, task_from_config
+from bild_exp.decoding.compiled import COMPILED_METHODS, compile_stats
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import Interrupted
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
@@ -161,7 +162,38 @@ def compatibility(
         "max_new_tokens": cfg.max_new_tokens or task.max_new_tokens,
         "max_source_length": task.max_source_length,
         **{name: cfg.pair.get(name) for name, used in uses.items() if used},
+        # compiled and eager timings never share a folder (eager folders keep their key)
+        **({"engine_compile": True} if engine_compile(cfg) else {}),
     }
+
+
+def compile_report(pair: LoadedPair) -> dict[str, dict[str, float]]:
+    """Graphs compiled, compile seconds and compiled calls of each model of the pair."""
+    models = {"large": pair.large, **{f"small/{name}": m for name, m in pair.smalls.items()}}
+    return {name: compile_stats(model) for name, model in models.items() if model is not None}
+
+
+def engine_compile(cfg: DictConfig) -> bool:
+    return bool((cfg.get("engine") or {}).get("compile", False))
+
+
+def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
+    """``engine.compile=true`` with a run the compiled path cannot take: one line, before
+    any model loads (the models' own types are checked by the engine at the first call)."""
+    compile = (cfg.get("engine") or {}).get("compile", False)
+    if not isinstance(compile, bool):
+        raise InvalidParameterError(
+            f"engine.compile={compile!r} is invalid: accepted true or false"
+        )
+    if not compile:
+        return
+    for run in runs:
+        if run.method not in COMPILED_METHODS or run.small_variant == "early_exit":
+            raise InvalidParameterError(
+                f"engine.compile=true is invalid for run {run.study!r} (method={run.method!r}, "
+                f"small={run.small_variant!r}): accepted methods {', '.join(COMPILED_METHODS)} "
+                "with a separate small model; run CALM, HF assisted and early exit eagerly"
+            )
 
 
 def truncate_references(references: pd.Series, tokenizer: Any, n_tokens: int | None) -> pd.Series:
@@ -242,6 +274,8 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     manifest = build_manifest(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
+    if engine_compile(cfg):  # compile time is kept out of every timed example; here it is
+        manifest["compile"] = compile_report(pair)
     record_dirs = [store.parts_dir, baselines.parts_dir]
     write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs)
     print(format_summary(summary, quality, device))
@@ -282,6 +316,7 @@ def execute_all(
                             cfg.data.warmup,
                             lambda: bar.update(1),
                             cfg.task.get("stop_strings"),
+                            engine_compile(cfg),
                         )
                 except BusyError as busy:
                     log.info("%s: computing the other configurations first", busy)
