@@ -41,15 +41,19 @@ def measure_call_times(
     ks: Iterable[int],
     cached_length: int = 16,
     repeats: int = 7,
+    compile: bool = False,
 ) -> CallTimes:
-    """Median time of a forward over k new tokens after ``cached_length`` cached positions."""
+    """Median time of a forward over k new tokens after ``cached_length`` cached positions
+    (``compile``: on the compiled path, static cache and compiled graphs)."""
     device = input_ids.device
-    encoder_times = [
-        timed(lambda: DecoderRunner(model, input_ids), device)[1] for _ in range(repeats)
-    ]
-    runner = DecoderRunner(model, input_ids)
     max_k = max(ks)
     sequence = start_sequence(model, input_ids, cached_length + max_k + 1)
+    static = sequence.buffer.shape[1] if compile else None
+    encoder_times = [
+        timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
+        for _ in range(repeats)
+    ]
+    runner = DecoderRunner(model, input_ids, static_length=static)
     generator = torch.Generator().manual_seed(0)
     filler = torch.randint(
         3, model.config.vocab_size, (cached_length + max_k,), generator=generator

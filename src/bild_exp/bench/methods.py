@@ -7,13 +7,14 @@ examples): per family, the best speedup within each quality tolerance of vanilla
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 import torch
 
 from bild_exp.decoding import GenerationResult, generate
+from bild_exp.decoding.compiled import COMPILED_METHODS
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.decoding.runner import StopStrings
 from bild_exp.harness.models import LoadedPair
@@ -28,6 +29,7 @@ class Contender:
     small_variant: str = "-"
     params: dict[str, Any] = field(default_factory=dict)
     engine: bool = True
+    compile: bool = False  # the compiled path (engine) / HF's static cache + compile
 
     def decode(
         self,
@@ -38,7 +40,7 @@ class Contender:
     ) -> GenerationResult:
         if not self.engine:
             stops = StopStrings.of(stop_strings, pair.tokenizer)
-            return hf_generate(pair.large, input_ids, max_new_tokens, stops)
+            return hf_generate(pair.large, input_ids, max_new_tokens, stops, self.compile)
         small = pair.smalls.get(self.small_variant)
         large = None if self.method == "small" else pair.large
         return generate(
@@ -49,15 +51,22 @@ class Contender:
             max_new_tokens=max_new_tokens,
             stop_strings=stop_strings,
             tokenizer=pair.tokenizer,
+            compile=self.compile,
             **self.params,
         )
 
 
 def hf_generate(
-    model, input_ids: torch.Tensor, max_new_tokens: int, stop_strings: StopStrings | None = None
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    stop_strings: StopStrings | None = None,
+    compiled: bool = False,
 ) -> GenerationResult:
     """Vanilla large through HF ``generate`` (greedy), counted the same way as the engine."""
-    tokens = hf_greedy_tokens(model, input_ids, max_new_tokens, stop_strings=stop_strings)
+    tokens = hf_greedy_tokens(
+        model, input_ids, max_new_tokens, stop_strings=stop_strings, compiled=compiled
+    )
     return GenerationResult(tokens=tokens, from_large=[True] * len(tokens), stats={})
 
 
@@ -156,6 +165,26 @@ def contenders(
         )
     )
     return chosen, notes
+
+
+COMPILED_NAMES = {
+    "vanilla large (engine)": "vanilla large (engine, compiled)",
+    "vanilla large (HF generate)": "vanilla large (HF generate, static cache + compile)",
+}
+
+
+def with_compiled_twins(chosen: list[Contender]) -> list[Contender]:
+    """Each contender followed by its compiled twin where one exists: the engine's methods
+    on the compiled path and HF generate with its own static cache and compilation (HF
+    assisted generation and the BiLD ablations stay eager)."""
+    twins = []
+    for contender in chosen:
+        twins.append(contender)
+        ablation = contender.name.startswith("BiLD no ")
+        if contender.method in COMPILED_METHODS and not ablation:
+            name = COMPILED_NAMES.get(contender.name, f"{contender.name} (compiled)")
+            twins.append(replace(contender, name=name, compile=True))
+    return twins
 
 
 def selection_note(

@@ -26,13 +26,13 @@ from bild_exp.bench.cost_model import (
     measure_call_times,
     predicted_latency,
 )
-from bild_exp.bench.methods import Contender, contenders
+from bild_exp.bench.methods import Contender, contenders, with_compiled_twins
 from bild_exp.bench.scale import length_table, worker_throughput
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.harness.execute import EncodedExample, encode, output_text
 from bild_exp.harness.metrics import score
 from bild_exp.harness.models import LoadedPair, load_pair
-from bild_exp.harness.pipeline import check_settings, print_plan, run_sweep
+from bild_exp.harness.pipeline import check_settings, compile_report, print_plan, run_sweep
 from bild_exp.harness.plan import plan_runs
 from bild_exp.harness.store import atomic_write_bytes
 from bild_exp.harness.summary import quality_column
@@ -139,7 +139,11 @@ def predicted_total(group: pd.DataFrame, times: dict[str, CallTimes]) -> float |
 
 
 def measure_pair_call_times(
-    pair: LoadedPair, records: pd.DataFrame, item: EncodedExample, repeats: int
+    pair: LoadedPair,
+    records: pd.DataFrame,
+    item: EncodedExample,
+    repeats: int,
+    compile: bool = False,
 ) -> dict[str, CallTimes]:
     """Per-call timings for every n_fed the run's calls used (at the median cached length)."""
     shapes = [
@@ -150,9 +154,9 @@ def measure_pair_call_times(
     ]
     ks = sorted({int(n) for n, _ in shapes if n <= 64} | {1, 11})
     cached = int(statistics.median(int(c) for _, c in shapes)) if shapes else 16
-    times = {"large": measure_call_times(pair.large, item.input_ids, ks, cached, repeats)}
+    times = {"large": measure_call_times(pair.large, item.input_ids, ks, cached, repeats, compile)}
     for variant, small in pair.smalls.items():
-        times[variant] = measure_call_times(small, item.input_ids, ks, cached, repeats)
+        times[variant] = measure_call_times(small, item.input_ids, ks, cached, repeats, compile)
     return times
 
 
@@ -171,12 +175,20 @@ def run(cfg: DictConfig) -> Path:
     chosen, notes = contenders(
         selection.summary, quality, list(bench.tolerances), bench.hf_confidence_threshold
     )
+    compiled = bool(bench.get("compiled", False))
+    if compiled:  # compiled twins, and the compile report
+        chosen = with_compiled_twins(chosen)
     pair = load_pair(cfg.pair, ["base", "aligned"])
     examples = load_examples(task, bench.split, bench.n_examples)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup, task.stop_strings)
     times = measure_pair_call_times(pair, records, items[0], bench.call_repeats)
+    compiled_times = (
+        measure_pair_call_times(pair, records, items[0], bench.call_repeats, compile=True)
+        if compiled
+        else None
+    )
     reference = records[records["method"] == chosen[0].name]
     table = pd.DataFrame(
         [
@@ -193,6 +205,17 @@ def run(cfg: DictConfig) -> Path:
     )
     max_small_steps = 10
     ideal = ideal_bild_speedup(times["large"], times["base"], max_small_steps)
+    compile_section = (
+        {
+            "times": compiled_times,
+            "ideal": ideal_bild_speedup(
+                compiled_times["large"], compiled_times["base"], max_small_steps
+            ),
+            "report": compile_report(pair),
+        }
+        if compiled_times
+        else None
+    )
     lengths = length_table(records, list(bench.length_buckets), [c.name for c in chosen])
     workers = (
         worker_throughput(cfg, list(bench.scale_workers), bench.scale_examples)
@@ -202,7 +225,18 @@ def run(cfg: DictConfig) -> Path:
     engine = engine_section() if bench.engine_section else None
     output_dir = Path(bench.output_dir) / cfg.pair.name
     write_report(
-        output_dir, table, notes, times, ideal, lengths, workers, engine, pair, quality, bench
+        output_dir,
+        table,
+        notes,
+        times,
+        ideal,
+        lengths,
+        workers,
+        engine,
+        pair,
+        quality,
+        bench,
+        compile_section,
     )
     return output_dir
 
@@ -218,6 +252,55 @@ def engine_section() -> dict[str, float]:
     }
 
 
+def call_table(times: dict[str, CallTimes]) -> str:
+    """Per-call milliseconds by tokens fed, one column per model."""
+    return (
+        pd.DataFrame(
+            {
+                name: {f"t(n_fed={k}) ms": 1000 * v for k, v in t.by_n_fed.items()}
+                | {"encoder ms": 1000 * t.encoder}
+                for name, t in times.items()
+            }
+        )
+        .round(3)
+        .to_markdown()
+    )
+
+
+def compile_lines(eager: dict[str, CallTimes], section: dict) -> list[str]:
+    """The compiled path's per-call times next to the eager ones, its ceiling, and what
+    compiling cost (kept out of every timed example)."""
+    compiled: dict[str, CallTimes] = section["times"]
+    steps = pd.DataFrame(
+        {
+            name: {
+                "eager one-token step ms": 1000 * eager[name].call(1),
+                "compiled one-token step ms": 1000 * compiled[name].call(1),
+                "eager / compiled": eager[name].call(1) / compiled[name].call(1),
+            }
+            for name in compiled
+        }
+    )
+    ratio = {
+        "eager": eager["large"].call(1) / eager["base"].call(1),
+        "compiled": compiled["large"].call(1) / compiled["base"].call(1),
+    }
+    return [
+        "",
+        "## Compiled path (static cache + torch.compile; per-call times measured in this run)",
+        "",
+        steps.round(3).to_markdown(),
+        "",
+        f"Large / small one-token step ratio: eager {ratio['eager']:.2f}x, compiled "
+        f"{ratio['compiled']:.2f}x. Ideal BiLD speedup on the compiled path: "
+        f"{section['ideal']:.2f}x.",
+        "",
+        call_table(compiled),
+        "",
+        "Compilation (untimed warm-up): " + pd.DataFrame(section["report"]).round(2).to_markdown(),
+    ]
+
+
 def write_report(
     output_dir: Path,
     table: pd.DataFrame,
@@ -230,6 +313,7 @@ def write_report(
     pair: LoadedPair,
     quality: str,
     bench: DictConfig,
+    compile_section: dict | None = None,
 ) -> None:
     device = device_description(pair.device)
     atomic_write_bytes(output_dir / "bench.csv", table.to_csv(index=False).encode())
@@ -250,15 +334,7 @@ def write_report(
         "",
         "## Cost model (per-call timings measured in this run)",
         "",
-        pd.DataFrame(
-            {
-                name: {f"t(n_fed={k}) ms": 1000 * v for k, v in t.by_n_fed.items()}
-                | {"encoder ms": 1000 * t.encoder}
-                for name, t in times.items()
-            }
-        )
-        .round(3)
-        .to_markdown(),
+        call_table(times),
         "",
         f"Ideal BiLD speedup on this pair and hardware (every small token accepted, max_small_steps=10): {ideal:.2f}x",
         "",
@@ -266,6 +342,8 @@ def write_report(
         "",
         lengths.round(4).to_markdown(),
     ]
+    if compile_section is not None:
+        lines += compile_lines(times, compile_section)
     if workers is not None:
         lines += [
             "",

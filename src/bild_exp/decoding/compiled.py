@@ -29,16 +29,16 @@ from __future__ import annotations
 import copy
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, StaticCache
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache, StaticCache
 
 from bild_exp.decoding.params import InvalidParameterError
 
 COMPILED_METHODS = ("large", "small", "bild", "speculative", "oracle")
-COMPILED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+COMPILED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "t5", "mt5", "bart")
 CACHE_BUCKET = 128  # static caches hold a multiple of this many positions
 
 
@@ -75,13 +75,20 @@ def check_compilable(method: str, models: dict[str, object]) -> None:
         if model_type not in COMPILED_MODEL_TYPES:
             raise InvalidParameterError(
                 f"compile=True is invalid for {name} model_type={model_type!r}: accepted "
-                f"{', '.join(COMPILED_MODEL_TYPES)} (Llama-style decoder-only models)"
+                f"{', '.join(COMPILED_MODEL_TYPES)} (Llama-style decoder-only models, T5/mT5 "
+                "and BART)"
             )
 
 
 def static_cache(model: PreTrainedModel, capacity: int) -> StaticCache:
-    """A static cache of ``capacity`` positions for every decoder layer of ``model``."""
-    config = copy.copy(model.config)  # some configs map num_hidden_layers to the encoder depth
+    """A static cache of ``capacity`` positions for every decoder layer of ``model``.
+
+    ``StaticCache(config=...)`` sizes itself from ``num_hidden_layers``, which T5 and BART
+    map to the *encoder* depth: a copy of the config gets the decoder's depth."""
+    config = copy.deepcopy(model.config)
+    depth = getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
+    if config.is_encoder_decoder and depth:
+        config.num_hidden_layers = depth
     return StaticCache(config=config, max_cache_len=capacity)
 
 
@@ -92,11 +99,15 @@ def set_cached_length(cache: Cache, length: int) -> None:
         layer.cumulative_length.fill_(length)
 
 
-def graphs_so_far() -> int:
-    """Graphs dynamo has compiled in this process (its own counter)."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
+def mark_encoder_length_dynamic(cache: Cache, encoder_outputs: object) -> None:
+    """The encoder length varies per example: one graph for all of them (the encoder output
+    and the cross-attention keys and values written by the first, eager call)."""
+    if encoder_outputs is None:
+        return
+    torch._dynamo.maybe_mark_dynamic(encoder_outputs[0], 1)
+    for layer in cache.cross_attention_cache.layers:
+        torch._dynamo.maybe_mark_dynamic(layer.keys, 2)
+        torch._dynamo.maybe_mark_dynamic(layer.values, 2)
 
 
 @dataclass
@@ -106,42 +117,91 @@ class CompiledModel:
     model: PreTrainedModel
     capacity: int
     cache: StaticCache
-    forward: object
-    n_graphs: int = 0  # graphs compiled for this model
+    forward: object  # the compiled model.forward (set once the entry exists)
+    n_graphs: int = 0  # graphs compiled for this model (counted by its backend)
     compile_s: float = 0.0  # time spent in calls that compiled a graph
     n_calls: int = 0
-    shapes: set = field(default_factory=set)
 
-    def run(self, tokens: torch.Tensor, prefill: bool, keep: int = 0) -> torch.Tensor:
+    def example_cache(self) -> Cache:
+        """The cache one example decodes with: the static self-attention cache (reset), and
+        for encoder-decoders a fresh cross-attention cache for this example's encoder output
+        (its length varies per example; it is written once, at the first call)."""
+        self.reset()
+        if not self.model.config.is_encoder_decoder:
+            return self.cache
+        return EncoderDecoderCache(self.cache, DynamicCache())
+
+    def run(
+        self,
+        tokens: torch.Tensor,
+        cache: Cache,
+        prefill: bool,
+        keep: int = 0,
+        encoder_outputs: object = None,
+    ) -> torch.Tensor:
         """Feed ``tokens`` ``(1, n)`` after the cached positions; logits ``(n, vocab)``.
-        ``prefill``: the first call of an example (a prompt of any length) runs eagerly, its
-        head only over the last ``keep`` positions (0: all)."""
+
+        ``prefill``: the first call of an example runs eagerly (a decoder-only prompt of any
+        length, with the head only over its last ``keep`` positions; an encoder-decoder's
+        first step, which writes the cross-attention cache)."""
+        inputs = self.inputs(tokens, cache, encoder_outputs)
         if prefill:
-            out = self.model(
-                input_ids=tokens, past_key_values=self.cache, use_cache=True, logits_to_keep=keep
-            )
-            return out.logits[0]
+            extra = {} if self.model.config.is_encoder_decoder else {"logits_to_keep": keep}
+            logits = self.model(**inputs, **extra).logits[0]
+            mark_encoder_length_dynamic(cache, encoder_outputs)
+            return logits
         # a fresh tensor: a view into the sequence buffer has its row stride, which the
         # graph would guard on (one more graph per stride)
         tokens = tokens.flatten().clone().unsqueeze(0)  # strides (n, 1)
         if tokens.shape[1] > 1:  # one graph for every verification length
             torch._dynamo.mark_dynamic(tokens, 1, min=2, max=self.capacity)
-        before, start = graphs_so_far(), time.perf_counter()
-        logits = self.forward(input_ids=tokens, past_key_values=self.cache, use_cache=True).logits
-        new_graphs = graphs_so_far() - before
-        if new_graphs:
-            self.n_graphs += new_graphs
+        inputs = self.inputs(tokens, cache, encoder_outputs)
+        graphs_before, start = self.n_graphs, time.perf_counter()
+        logits = self.forward(**inputs).logits
+        if self.n_graphs > graphs_before:  # this call compiled: its time is compile time
             self.compile_s += time.perf_counter() - start
         self.n_calls += 1
         return logits[0]
 
+    def inputs(self, tokens: torch.Tensor, cache: Cache, encoder_outputs: object) -> dict:
+        if self.model.config.is_encoder_decoder:
+            return {
+                "encoder_outputs": encoder_outputs,
+                "decoder_input_ids": tokens,
+                "past_key_values": cache,
+                "use_cache": True,
+            }
+        return {"input_ids": tokens, "past_key_values": cache, "use_cache": True}
+
     def warm_up(self) -> None:
-        """Compile the one-token and the multi-token graphs now, outside any timed region."""
+        """Compile the one-token and the multi-token graphs now, outside any timed region
+        (for encoder-decoders on a two-token encoder input, then a three-token one, so that
+        the encoder length is a dynamic dimension from the start)."""
+        lengths = (2, 3) if self.model.config.is_encoder_decoder else (1,)
+        # Only the dimensions marked in run() are dynamic: automatic dynamic shapes would also
+        # generalise over other models' weight shapes met in the same code and split graphs.
+        # (Patched here, not per call: the patch costs ~0.1 ms, a small model's whole step.)
+        with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+            self.compile_shapes(lengths)
+        self.reset()
+
+    def compile_shapes(self, lengths: tuple[int, ...]) -> None:
+        """One example per encoder length: first call, one-token step, verification passes."""
         device = self.model.device
         token = torch.zeros((1, 1), dtype=torch.long, device=device)
-        for index, n_tokens in enumerate((1, 1, 2, 3)):  # prefill, step, verification passes
-            self.run(token.expand(1, n_tokens).clone(), prefill=index == 0)
-        self.reset()
+        for encoder_length in lengths:
+            encoder_outputs = None
+            if self.model.config.is_encoder_decoder:
+                source = token.expand(1, encoder_length).clone()
+                encoder_outputs = self.model.get_encoder()(input_ids=source)
+            cache = self.example_cache()
+            for index, n_tokens in enumerate((1, 1, 2, 3)):  # first call, step, verifications
+                self.run(
+                    token.expand(1, n_tokens).clone(),
+                    cache,
+                    prefill=index == 0,
+                    encoder_outputs=encoder_outputs,
+                )
 
     def reset(self) -> None:
         set_cached_length(self.cache, 0)
@@ -158,24 +218,36 @@ def compiled_model(model: PreTrainedModel, length: int) -> CompiledModel:
     """
     entry = _COMPILED.get(model)
     capacity = -(-length // CACHE_BUCKET) * CACHE_BUCKET
-    # Every model of one class shares the compiled code's cache (guards tell them apart):
-    # leave room for a sweep's models x graphs before dynamo gives up and runs eagerly.
+    # Every model of one class runs the same code object, whose compiled entries dynamo
+    # keeps in one list: leave room for a sweep's models x graphs before it gives up.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    if entry is None or entry.capacity < length:
-        forward = (
-            entry.forward
-            if entry is not None
-            else torch.compile(model.forward, mode=compile_mode(model.device), fullgraph=False)
+    if entry is None:
+        entry = CompiledModel(model, capacity, static_cache(model, capacity), None)
+        entry.forward = torch.compile(
+            model.forward, backend=counting_backend(entry, compile_mode(model.device))
         )
-        previous = entry
-        entry = CompiledModel(model, capacity, static_cache(model, capacity), forward)
-        if previous is not None:  # counts cover the model's whole life
-            entry.n_graphs, entry.compile_s = previous.n_graphs, previous.compile_s
-            entry.n_calls = previous.n_calls
         _COMPILED[model] = entry
+        entry.warm_up()
+    elif entry.capacity < length:  # a longer example: a larger cache, recompiled once
+        entry.capacity, entry.cache = capacity, static_cache(model, capacity)
         entry.warm_up()
     entry.reset()
     return entry
+
+
+def counting_backend(entry: CompiledModel, mode: str | None):
+    """Inductor in ``mode`` (as ``torch.compile(mode=...)``), counting the graphs it compiles
+    for ``entry``'s model: a backend of its own also keeps other models' graphs apart."""
+    from torch._inductor import list_mode_options
+    from torch._inductor.compile_fx import compile_fx
+
+    options = list_mode_options(mode) if mode else {}
+
+    def backend(graph, example_inputs):
+        entry.n_graphs += 1
+        return compile_fx(graph, example_inputs, config_patches=options)
+
+    return backend
 
 
 def compile_stats(model: PreTrainedModel) -> dict[str, float]:

@@ -107,11 +107,19 @@ def hf_greedy_tokens(
     max_new_tokens: int,
     exact_length: bool = False,
     stop_strings: StopStrings | None = None,
+    compiled: bool = False,
 ) -> list[int]:
     """Plain HF ``generate`` greedy output (generated tokens only): the reference the engine
     must match, and the ``vanilla large (HF generate)`` baseline. ``exact_length`` forbids
     stopping before ``max_new_tokens``; ``stop_strings`` are HF's to stop on, and its
-    output is cut by the engine's rule."""
+    output is cut by the engine's rule. ``compiled``: HF's own static cache and compiled
+    forward (``cache_implementation="static"`` with a ``CompileConfig``), the fair
+    counterpart of the engine's compiled path."""
+    cache = (
+        {"cache_implementation": "static", "compile_config": hf_compile_config(model)}
+        if compiled
+        else {"past_key_values": empty_cache(model)}
+    )
     tokens = model.generate(
         input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -119,10 +127,21 @@ def hf_greedy_tokens(
         num_beams=1,
         max_new_tokens=max_new_tokens,
         min_new_tokens=max_new_tokens if exact_length else None,
-        past_key_values=empty_cache(model),
+        **cache,
         **stop_kwargs(stop_strings),
     )[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
     return clip_at_stop(tokens, stop_strings)
+
+
+def hf_compile_config(model: PreTrainedModel):
+    """HF generate's compilation settings: CUDA graphs on CUDA, inductor's default elsewhere
+    (HF compiles only on accelerators unless told to compile on every device)."""
+    from transformers import CompileConfig
+
+    mode = "reduce-overhead" if model.device.type == "cuda" else "default"
+    config = CompileConfig(mode=mode)
+    config._compile_all_devices = True  # noqa: SLF001 - HF's documented switch for CPUs
+    return config
 
 
 def stop_kwargs(stop_strings: StopStrings | None) -> dict[str, Any]:

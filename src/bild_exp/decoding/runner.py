@@ -107,7 +107,7 @@ class DecoderRunner:
             )
             self.cache: Cache | None = empty_cache(model) if use_cache else None
             if self.compiled is not None:
-                self.cache = self.compiled.cache
+                self.cache = self.compiled.example_cache()
             self.peers: list[DecoderRunner] = [self]
             self.depth: int | None = None
         else:
@@ -129,7 +129,10 @@ class DecoderRunner:
             keep = n_total - max(self.n_cached, self.first_needed)
             if self.compiled is not None:
                 tokens = sequence[:, self.n_cached :]
-                logits = self.compiled.run(tokens, self.n_cached == 0, keep)[-keep:]
+                first = self.n_cached == 0
+                logits = self.compiled.run(tokens, self.cache, first, keep, self.encoder_outputs)[
+                    -keep:
+                ]
             else:
                 logits = self._run(sequence[:, self.n_cached :], self.cache, keep)
         else:
@@ -164,7 +167,7 @@ class DecoderRunner:
         if all(peer.n_cached <= valid_length for peer in self.peers):
             return  # nothing cached at or after valid_length: skip the per-layer walk
         if self.compiled is not None:
-            set_cached_length(self.cache, valid_length)
+            set_cached_length(self.compiled.cache, valid_length)
         elif self.cache is not None:
             crop_cache(self.cache, valid_length)
         for peer in self.peers:
