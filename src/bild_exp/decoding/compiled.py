@@ -99,6 +99,18 @@ def set_cached_length(cache: Cache, length: int) -> None:
         layer.cumulative_length.fill_(length)
 
 
+def generation_cache(model: PreTrainedModel, input_ids: torch.Tensor, max_new_tokens: int) -> Cache:
+    """A static cache for HF ``generate`` sized like the engine's (HF's own
+    ``cache_implementation="static"`` sizes T5 from its encoder depth and fails when the
+    decoder is deeper, as in the demo large model)."""
+    prefix = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
+    length = prefix + max_new_tokens + 1
+    cache = static_cache(model, -(-length // CACHE_BUCKET) * CACHE_BUCKET)
+    if model.config.is_encoder_decoder:
+        return EncoderDecoderCache(cache, DynamicCache())
+    return cache
+
+
 def mark_encoder_length_dynamic(cache: Cache, encoder_outputs: object) -> None:
     """The encoder length varies per example: one graph for all of them (the encoder output
     and the cross-attention keys and values written by the first, eager call)."""
@@ -117,7 +129,7 @@ class CompiledModel:
     model: PreTrainedModel
     capacity: int
     cache: StaticCache
-    forward: object  # the compiled model.forward (set once the entry exists)
+    forward: object  # the compiled step(model, inputs) (set once the entry exists)
     n_graphs: int = 0  # graphs compiled for this model (counted by its backend)
     compile_s: float = 0.0  # time spent in calls that compiled a graph
     n_calls: int = 0
@@ -157,7 +169,7 @@ class CompiledModel:
             torch._dynamo.mark_dynamic(tokens, 1, min=2, max=self.capacity)
         inputs = self.inputs(tokens, cache, encoder_outputs)
         graphs_before, start = self.n_graphs, time.perf_counter()
-        logits = self.forward(**inputs).logits
+        logits = self.forward(self.model, inputs).logits
         if self.n_graphs > graphs_before:  # this call compiled: its time is compile time
             self.compile_s += time.perf_counter() - start
         self.n_calls += 1
@@ -218,13 +230,12 @@ def compiled_model(model: PreTrainedModel, length: int) -> CompiledModel:
     """
     entry = _COMPILED.get(model)
     capacity = -(-length // CACHE_BUCKET) * CACHE_BUCKET
-    # Every model of one class runs the same code object, whose compiled entries dynamo
-    # keeps in one list: leave room for a sweep's models x graphs before it gives up.
+    # Room for a model's graphs (and for graph breaks) before dynamo gives up and runs eagerly.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     if entry is None:
         entry = CompiledModel(model, capacity, static_cache(model, capacity), None)
         entry.forward = torch.compile(
-            model.forward, backend=counting_backend(entry, compile_mode(model.device))
+            own_step_function(), backend=counting_backend(entry, compile_mode(model.device))
         )
         _COMPILED[model] = entry
         entry.warm_up()
@@ -233,6 +244,20 @@ def compiled_model(model: PreTrainedModel, length: int) -> CompiledModel:
         entry.warm_up()
     entry.reset()
     return entry
+
+
+def own_step_function():
+    """``step(model, inputs) = model(**inputs)`` with a code object of its own.
+
+    Dynamo keeps compiled graphs per code object and checks them one after another: were
+    every model's ``forward`` compiled directly, all models of one class (large, smalls,
+    HF generate's own compiled call) would share one list, and a small model's step would
+    pay for checking the others' guards first.
+    """
+    namespace: dict = {}
+    source = "def step(model, inputs):\n    return model(**inputs)\n"
+    exec(compile(source, "<bild-exp compiled step>", "exec"), namespace)  # noqa: S102
+    return namespace["step"]
 
 
 def counting_backend(entry: CompiledModel, mode: str | None):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, StoppingCriteriaList, StopStringCriteria
 
+from bild_exp.decoding.compiled import generation_cache
 from bild_exp.decoding.params import HfAssistedParams
 from bild_exp.decoding.result import GenerationResult, decoder_prefix
 from bild_exp.decoding.runner import StopStrings, empty_cache
@@ -112,11 +113,14 @@ def hf_greedy_tokens(
     """Plain HF ``generate`` greedy output (generated tokens only): the reference the engine
     must match, and the ``vanilla large (HF generate)`` baseline. ``exact_length`` forbids
     stopping before ``max_new_tokens``; ``stop_strings`` are HF's to stop on, and its
-    output is cut by the engine's rule. ``compiled``: HF's own static cache and compiled
-    forward (``cache_implementation="static"`` with a ``CompileConfig``), the fair
-    counterpart of the engine's compiled path."""
+    output is cut by the engine's rule. ``compiled``: a static cache and HF's own
+    compilation of the forward (a ``CompileConfig``), the fair counterpart of the engine's
+    compiled path."""
     cache = (
-        {"cache_implementation": "static", "compile_config": hf_compile_config(model)}
+        {
+            "past_key_values": generation_cache(model, input_ids, max_new_tokens),
+            "compile_config": hf_compile_config(model),
+        }
         if compiled
         else {"past_key_values": empty_cache(model)}
     )
