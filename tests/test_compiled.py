@@ -190,3 +190,26 @@ def test_models_without_a_compiled_path_are_one_line(llama_pair):
         )
     with pytest.raises(InvalidParameterError, match=r"^use_cache=False is invalid"):
         generate("large", large=large, input_ids=prompt("llama", 0), use_cache=False, compile=True)
+
+
+def test_shipped_demo_pair_compiled_equals_eager():
+    """The T5 demo pair (its large model has 8 decoder and 2 encoder layers: the static
+    cache must be sized from the decoder) on real test sentences."""
+    from bild_exp.data.tasks import load_examples, task_from_config
+    from bild_exp.harness.execute import encode
+    from bild_exp.harness.models import load_pair
+    from tests.test_sweep import compose_sweep
+
+    cfg = compose_sweep(["+task=demo", "pair.device=cpu"])
+    task = task_from_config(cfg.task)
+    pair = load_pair(cfg.pair, ["aligned"])
+    items = encode(load_examples(task, "test", 3), pair.tokenizer, task, pair.device, "seq2seq")
+    small = pair.smalls["aligned"]
+    for method, params in [
+        ("large", {}),
+        ("bild", {"fallback_threshold": 0.5, "rollback_threshold": 2.0}),
+        ("speculative", {"window": 3}),
+    ]:
+        for item in items:
+            eager, compiled = both(method, pair.large, small, item.input_ids, **params)
+            assert compiled.tokens == eager.tokens and compiled.stats == eager.stats
