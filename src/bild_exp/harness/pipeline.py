@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -20,6 +21,7 @@ from bild_exp.errors import Interrupted
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
 from bild_exp.harness.manifest import build_manifest
 from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resolve_device
+from bild_exp.harness.placement import placed
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.report import format_summary, write_outputs
 from bild_exp.harness.store import BusyError, RecordStore
@@ -235,6 +237,16 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     task = task_from_config(cfg.task)
     torch_device = resolve_device(cfg.pair.device)
     check_paper_device(cfg, task, torch_device)  # before any download
+    # one timed job per GPU; parallel CPU jobs share the cores (bild_exp.harness.placement)
+    with placed(torch_device) as torch_device:
+        cfg.pair.device = str(torch_device)
+        return sweep_on_device(cfg, runs, task, torch_device)
+
+
+def sweep_on_device(
+    cfg: DictConfig, runs: list[RunConfig], task: TaskSpec, torch_device: torch.device
+) -> SweepOutcome:
+    """Load, decode, score and report, on the device this job holds."""
     examples, n_skipped = select_examples(task, cfg)
     device = device_description(torch_device)
     fingerprint = compatibility(cfg, task, device, runs)
