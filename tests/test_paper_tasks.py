@@ -315,3 +315,18 @@ def test_dry_run_lists_the_official_pipeline_and_counts_generate_calls(capsys):
         compose_sweep(["+task=iwslt17", "+experiment=table1", "dry_run=true", "data.limit=10"])
     )
     assert f"x 10 examples = {n_configs * 10:,}" in capsys.readouterr().out
+
+
+def test_dry_run_estimates_time_from_measured_vanilla_latency(tiny_assets, tmp_path, capsys):
+    from bild_exp import sweep
+    from tests.test_sweep import tiny_overrides
+
+    overrides = tiny_overrides(tiny_assets, tmp_path, "method=large", "data.limit=3")
+    sweep.run(compose_sweep([*overrides, "dry_run=true"]))
+    assert "estimated time: not yet measured" in capsys.readouterr().out
+    sweep.run(compose_sweep(overrides))  # vanilla large measured on 3 examples
+    capsys.readouterr()
+    sweep.run(compose_sweep([*overrides, "dry_run=true", "data.limit=300"]))
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("estimated time:"))
+    assert "calls x" in line and "ms/token (vanilla large, 3 records on" in line

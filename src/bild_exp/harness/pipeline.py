@@ -68,9 +68,35 @@ def print_plan(cfg: DictConfig, runs: list[RunConfig]) -> None:
             f"generate calls: {len(runs)} configurations x {n_examples} examples = "
             f"{len(runs) * n_examples:,} (plus {cfg.data.warmup} untimed warm-up each)"
         )
+        print(time_estimate(cfg, runs, len(runs) * n_examples))
     print(f"{len(runs)} configurations:")
     for run in runs:
         print(f"  {run.config_id} {run.study:<18} small={run.small_variant:<8} {run.params}")
+
+
+def time_estimate(cfg: DictConfig, runs: list[RunConfig], n_calls: int) -> str:
+    """The sweep's time at vanilla large's per-token latency, measured by earlier runs on
+    this device and libraries (the baselines folder this sweep would use); loads no model."""
+    task = task_from_config(cfg.task)
+    device = device_description(resolve_device(cfg.pair.device))
+    baselines = RecordStore(
+        Path(cfg.baselines_dir) / short_hash(compatibility(cfg, task, device, runs))
+    )
+    large = baselines.read(columns=["config_id", "example_id", "method", "latency_s", "n_tokens"])
+    large = large[large["method"] == "large"] if len(large) else large
+    if large.empty:
+        return (
+            f"estimated time: not yet measured: no vanilla-large records in "
+            f"{str(baselines.directory)!r} (run once with data.limit=20 to measure)"
+        )
+    per_token = large["latency_s"].sum() / max(large["n_tokens"].sum(), 1)
+    tokens_per_call = large["n_tokens"].mean()
+    hours = n_calls * tokens_per_call * per_token / 3600
+    return (
+        f"estimated time: {hours:,.1f} h = {n_calls:,} calls x {tokens_per_call:.1f} tokens x "
+        f"{1000 * per_token:.2f} ms/token (vanilla large, {len(large)} records on "
+        f"{device['device_name']}; methods faster than vanilla large take less)"
+    )
 
 
 def check_settings(cfg: DictConfig) -> None:
