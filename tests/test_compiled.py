@@ -31,20 +31,23 @@ def llama_pair():
     return tiny_pair("llama", seed=0)
 
 
-def both(method, large, small, ids, **params):
-    eager = generate(
-        method, large=large, small=small, input_ids=ids, max_new_tokens=MAX_NEW, **params
-    )
-    compiled = generate(
+def decode(method, large, small, ids, compile=False, **params):
+    return generate(
         method,
         large=large,
         small=small,
         input_ids=ids,
         max_new_tokens=MAX_NEW,
-        compile=True,
+        compile=compile,
         **params,
     )
-    return eager, compiled
+
+
+def both(method, large, small, ids, **params):
+    """(eager, compiled) results of one call."""
+    return decode(method, large, small, ids, **params), decode(
+        method, large, small, ids, compile=True, **params
+    )
 
 
 @pytest.mark.parametrize(("method", "params"), METHODS, ids=lambda x: str(x))
@@ -64,16 +67,16 @@ def test_compiled_bild_lossless_settings_equal_vanilla_large(llama_pair):
     n_rollbacks = 0
     for seed in range(4):
         ids = prompt("llama", seed)
-        result = generate(
+        # fallback 0.1: small tokens pile up, so the large model disagrees and rolls back
+        result = decode(
             "bild",
-            large=large,
-            small=small,
-            input_ids=ids,
-            max_new_tokens=MAX_NEW,
-            fallback_threshold=0.1,  # small tokens pile up: the large model disagrees
+            large,
+            small,
+            ids,
+            compile=True,
+            fallback_threshold=0.1,
             rollback_threshold=0.0,
             verify_tail=True,
-            compile=True,
         )
         assert result.tokens == hf_greedy_tokens(large, ids, MAX_NEW)
         n_rollbacks += result.stats["n_rollbacks"]
@@ -116,27 +119,10 @@ def graph_counts(family: str) -> dict:
     for method, params in METHODS:
         for seed in range(3):
             ids = prompt(family, seed, length=4 + 5 * seed)
-            generate(
-                method,
-                large=large,
-                small=small,
-                input_ids=ids,
-                max_new_tokens=MAX_NEW,
-                compile=True,
-                **params,
-            )
+            decode(method, large, small, ids, compile=True, **params)
     first = {name: compile_stats(model) for name, model in models.items()}
     ids = prompt(family, 7, length=11)
-    generate(
-        "bild",
-        large=large,
-        small=small,
-        input_ids=ids,
-        max_new_tokens=MAX_NEW,
-        compile=True,
-        fallback_threshold=0.7,
-        rollback_threshold=0.3,
-    )
+    decode("bild", large, small, ids, compile=True, fallback_threshold=0.7, rollback_threshold=0.3)
     return {"first": first, "last": {name: compile_stats(m) for name, m in models.items()}}
 
 

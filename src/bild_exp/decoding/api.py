@@ -173,8 +173,8 @@ def generate(
     if compile:
         if not use_cache:
             raise invalid("use_cache", use_cache, "True with compile=True (a static cache)")
-        members = {"large": large if method != "small" else None}
-        members["small"] = small if method not in ("large", "calm", "hf_assisted") else None
+        members = {"large": None if method == "small" else large}
+        members["small"] = None if method == "large" else small
         check_compilable(method, members)
     device = (small if method == "small" else large).device
     input_ids = input_ids.to(device)

@@ -35,11 +35,17 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache, StaticCache
 
+from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import InvalidParameterError
 
 COMPILED_METHODS = ("large", "small", "bild", "speculative", "oracle")
 COMPILED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "t5", "mt5", "bart")
 CACHE_BUCKET = 128  # static caches hold a multiple of this many positions
+
+
+def bucketed(length: int) -> int:
+    """``length`` rounded up to a multiple of :data:`CACHE_BUCKET`."""
+    return -(-length // CACHE_BUCKET) * CACHE_BUCKET
 
 
 def static_length(sequence, compile: bool) -> int | None:
@@ -60,8 +66,6 @@ def check_compilable(method: str, models: dict[str, object]) -> None:
             f"{', '.join(COMPILED_METHODS)} (CALM's per-layer exits and HF assisted generation "
             "run eagerly only)"
         )
-    from bild_exp.decoding.early_exit import EarlyExit
-
     for name, model in models.items():
         if model is None:
             continue
@@ -105,7 +109,7 @@ def generation_cache(model: PreTrainedModel, input_ids: torch.Tensor, max_new_to
     decoder is deeper, as in the demo large model)."""
     prefix = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
     length = prefix + max_new_tokens + 1
-    cache = static_cache(model, -(-length // CACHE_BUCKET) * CACHE_BUCKET)
+    cache = static_cache(model, bucketed(length))
     if model.config.is_encoder_decoder:
         return EncoderDecoderCache(cache, DynamicCache())
     return cache
@@ -156,8 +160,8 @@ class CompiledModel:
         ``prefill``: the first call of an example runs eagerly (a decoder-only prompt of any
         length, with the head only over its last ``keep`` positions; an encoder-decoder's
         first step, which writes the cross-attention cache)."""
-        inputs = self.inputs(tokens, cache, encoder_outputs)
         if prefill:
+            inputs = self.inputs(tokens, cache, encoder_outputs)
             extra = {} if self.model.config.is_encoder_decoder else {"logits_to_keep": keep}
             logits = self.model(**inputs, **extra).logits[0]
             mark_encoder_length_dynamic(cache, encoder_outputs)
@@ -223,16 +227,17 @@ _COMPILED: weakref.WeakKeyDictionary[PreTrainedModel, CompiledModel] = weakref.W
 
 
 def compiled_model(model: PreTrainedModel, length: int) -> CompiledModel:
-    """The model's :class:`CompiledModel` with room for ``length`` positions, reset to empty.
+    """The model's :class:`CompiledModel` with room for ``length`` positions (callers
+    start each example with :meth:`CompiledModel.example_cache`).
 
     The first use compiles (and warms up) the graphs; a longer example grows the cache to
     the next multiple of :data:`CACHE_BUCKET`, which recompiles once for the new shape.
     """
     entry = _COMPILED.get(model)
-    capacity = -(-length // CACHE_BUCKET) * CACHE_BUCKET
-    # Room for a model's graphs (and for graph breaks) before dynamo gives up and runs eagerly.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    capacity = bucketed(length)
     if entry is None:
+        # Room for graphs (and graph breaks) before dynamo gives up and runs eagerly.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         entry = CompiledModel(model, capacity, static_cache(model, capacity), None)
         entry.forward = torch.compile(
             own_step_function(), backend=counting_backend(entry, compile_mode(model.device))
@@ -242,7 +247,6 @@ def compiled_model(model: PreTrainedModel, length: int) -> CompiledModel:
     elif entry.capacity < length:  # a longer example: a larger cache, recompiled once
         entry.capacity, entry.cache = capacity, static_cache(model, capacity)
         entry.warm_up()
-    entry.reset()
     return entry
 
 

@@ -105,9 +105,13 @@ class DecoderRunner:
             self.encoder_outputs = (
                 model.get_encoder()(input_ids=input_ids) if self.is_seq2seq else None
             )
-            self.cache: Cache | None = empty_cache(model) if use_cache else None
-            if self.compiled is not None:
-                self.cache = self.compiled.example_cache()
+            self.cache: Cache | None = (
+                self.compiled.example_cache()
+                if self.compiled is not None
+                else empty_cache(model)
+                if use_cache
+                else None
+            )
             self.peers: list[DecoderRunner] = [self]
             self.depth: int | None = None
         else:
@@ -127,14 +131,12 @@ class DecoderRunner:
             if len(self.peers) > 1:  # drop what shallower peers wrote past our own valid length
                 crop_cache(self.cache, self.n_cached)
             keep = n_total - max(self.n_cached, self.first_needed)
+            tokens = sequence[:, self.n_cached :]
             if self.compiled is not None:
-                tokens = sequence[:, self.n_cached :]
                 first = self.n_cached == 0
-                logits = self.compiled.run(tokens, self.cache, first, keep, self.encoder_outputs)[
-                    -keep:
-                ]
+                logits = self.compiled.run(tokens, self.cache, first, keep, self.encoder_outputs)
             else:
-                logits = self._run(sequence[:, self.n_cached :], self.cache, keep)
+                logits = self._run(tokens, self.cache, keep)
         else:
             logits = self._run(sequence, None)[self.n_cached :]
         self.n_cached = n_total
