@@ -32,7 +32,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo demo-mt bench bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper clean demo-figures demo-early-exit
+.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo demo-mt bench bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -136,6 +136,9 @@ fig10: setup ## Paper Figure 10: threshold maps
 	$(call paper_target,fig10,$(PAPER_TASKS_TWO))
 
 paper: table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 ## Every paper target
+
+paper-plan: setup ## Generate calls each paper target makes (results/paper-plan; loads nothing)
+	$(PY) scripts/paper_plan.py
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

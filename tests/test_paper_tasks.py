@@ -330,3 +330,18 @@ def test_dry_run_estimates_time_from_measured_vanilla_latency(tiny_assets, tmp_p
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("estimated time:"))
     assert "calls x" in line and "ms/token (vanilla large, 3 records on" in line
+
+
+def test_paper_plan_counts_each_targets_generate_calls():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "paper_plan.py"
+    spec = importlib.util.spec_from_file_location("paper_plan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = [row for row in module.plan_rows() if row["target"] == "table1"]
+    assert [row["task"] for row in rows] == ["iwslt17", "wmt14", "xsum", "cnndm"]
+    iwslt = rows[0]
+    assert iwslt["examples"] == 888
+    assert iwslt["generate_calls"] == iwslt["configurations"] * 888
