@@ -81,7 +81,8 @@ def test_wandb_failure_keeps_local_results(tiny_assets, tmp_path, monkeypatch):
 
 
 def test_baseline_only_sweep_logs_its_records(tiny_assets, tmp_path, monkeypatch):
-    """method=large writes no parts in the run folder: the artifact takes the baselines'."""
+    """method=large writes no records in the run folder: the artifact takes the baselines'
+    (their parts and the examples' sources and references)."""
     import wandb
 
     added = []
@@ -100,8 +101,11 @@ def test_baseline_only_sweep_logs_its_records(tiny_assets, tmp_path, monkeypatch
     ]
     outcome = sweep.run(compose_sweep(overrides))
     assert not (outcome.run_dir / "parts").exists()
-    assert len(added) == 1 and "_baselines" in added[0][0]
+    assert not (outcome.run_dir / "examples").exists()
+    assert [Path(path).name for path, _ in added] == ["parts", "examples"]
+    assert all("_baselines" in path for path, _ in added)
     runs = list((outcome.run_dir / "wandb").glob("offline-run-*"))
     log_file = next(p for p in runs[0].rglob("*.wandb"))
-    part = next(Path(added[0][0]).glob("*.parquet")).name
-    assert part.encode() in log_file.read_bytes()  # the artifact's manifest names the part
+    for path, name in added:  # the artifact's manifest names each file under its folder
+        stored = next(Path(path).glob("*.parquet")).name
+        assert f"{name}/{stored}".encode() in log_file.read_bytes()

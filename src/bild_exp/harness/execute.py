@@ -155,9 +155,7 @@ def record(
     stats = result.stats
     row = {
         **run.columns(),
-        "example_id": item.example.id,
-        "source": item.example.source,
-        "reference": item.example.target,
+        "example_id": item.example.id,  # source and reference: RecordStore.save_examples
         "hypothesis": hypothesis,
         "latency_s": seconds,
         "n_tokens": len(result.tokens),
@@ -190,15 +188,19 @@ def execute_run(
     compile: bool = False,
 ) -> int:
     """Decode every example of ``items`` not yet in ``store``; return how many were decoded.
+    Call it holding ``store.lock(run.config_id)``: once every example is stored, it compacts
+    the configuration's parts into one.
 
     ``compile``: the compiled engine path; at least one untimed warm-up example runs, so
     that compilation never falls inside a timed example."""
-    done = store.done_keys()
+    done = store.done_keys(run.config_id)
     todo = [item for item in items if (run.config_id, item.example.id) not in done]
     for _ in range(len(items) - len(todo)):
         on_example()
     if not todo:
+        store.compact(run.config_id)  # a run killed after its last part was not compacted
         return 0
+    store.save_examples([example_row(item.example) for item in items])
     for item in items[: max(warmup, 1 if compile else 0)]:
         decode_once(run, pair, item.input_ids, max_new_tokens, stop_strings, compile)
     buffer = []
@@ -219,4 +221,9 @@ def execute_run(
                 buffer = []
     finally:  # finished examples are complete records, even when Ctrl-C stops the next one
         store.append(buffer)
+    store.compact(run.config_id)
     return len(todo)
+
+
+def example_row(example: Example) -> dict[str, str]:
+    return {"example_id": example.id, "source": example.source, "reference": example.target}

@@ -1,13 +1,22 @@
 """Tidy result records on disk: one row per (configuration, example), written as parquet
 parts with atomic renames, so a killed sweep loses nothing it had written and resumes
-where it stopped. One process at a time computes records for a folder (a lock file with
-the owner's pid), so two sweeps never compute and store the same record twice."""
+where it stopped. One process at a time computes a configuration's records in a folder (a
+lock file with the owner's pid), so two sweeps never compute and store a record twice.
+
+Built for paper scale (~1.5 million records for Table 1): each example's source and
+reference are stored once per folder (``examples/``), not in every record; parts are named
+by configuration, so resuming one reads only that configuration's files; and a finished
+configuration's parts are compacted into one file. Every step is an atomic rename followed
+by deletions, so a kill at any point leaves either the old files or duplicates of identical
+rows (dropped on read), never a loss."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -21,6 +30,10 @@ import pandas as pd
 from bild_exp.errors import BildError
 
 KEY = ["config_id", "example_id"]
+EXAMPLE_COLUMNS = ["source", "reference"]  # stored once per example in examples/
+# part-<config_id>-<uuid>.parquet; older folders hold part-<uuid>.parquet (any configuration)
+CONFIG_PART = re.compile(r"part-(?P<config_id>[^-]+)-[0-9a-f]{32}\.parquet")
+READ_RETRIES = 5  # a concurrent compaction may delete a listed part before it is read
 
 
 class IncompatibleResultsError(BildError, ValueError):
@@ -89,11 +102,13 @@ def atomic_write_json(path: Path, value: Any) -> None:
 
 
 class RecordStore:
-    """Records of one run folder: ``<dir>/parts/*.parquet`` plus ``compat.json``."""
+    """Records of one run folder: ``<dir>/parts/*.parquet``, ``<dir>/examples/*.parquet``
+    (source and reference per example id) and ``compat.json``."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.parts_dir = self.directory / "parts"
+        self.examples_dir = self.directory / "examples"
 
     def claim(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to mix records from an incompatible configuration into this folder; the
@@ -124,35 +139,134 @@ class RecordStore:
         """One process at a time computes a configuration's records in this folder."""
         return file_lock(self.directory / "locks" / f"{config_id}.lock", wait)
 
-    def part_files(self) -> list[Path]:
-        return sorted(self.parts_dir.glob("*.parquet")) if self.parts_dir.exists() else []
+    def part_files(self, config_id: str | None = None) -> list[Path]:
+        """Every part, or those that can hold ``config_id``'s records (its own and any
+        part written before parts were named by configuration)."""
+        files = sorted(self.parts_dir.glob("*.parquet")) if self.parts_dir.exists() else []
+        if config_id is None:
+            return files
+        return [path for path in files if part_config(path) in (config_id, None)]
+
+    def save_examples(self, examples: list[dict[str, str]]) -> None:
+        """Store ``{"example_id", "source", "reference"}`` rows once: the file is named by
+        its content, so the same slice written twice (or by two sweeps at once) is one
+        file, and a different slice adds another."""
+        frame = pd.DataFrame(examples, columns=["example_id", *EXAMPLE_COLUMNS])
+        digest = hashlib.sha256(frame.to_json(orient="values").encode()).hexdigest()[:24]
+        path = self.examples_dir / f"examples-{digest}.parquet"
+        if not path.exists():
+            atomic_write_bytes(path, frame.to_parquet(index=False))
+
+    def examples(self) -> pd.DataFrame:
+        """Source and reference per example id, indexed by example id."""
+        files = sorted(self.examples_dir.glob("*.parquet")) if self.examples_dir.exists() else []
+        frames = [read_part(path, None) for path in files]
+        if not frames:
+            return pd.DataFrame(columns=EXAMPLE_COLUMNS, index=pd.Index([], name="example_id"))
+        frame = pd.concat(frames, ignore_index=True).drop_duplicates("example_id")
+        return frame.set_index("example_id")
 
     def append(self, rows: list[dict[str, Any]]) -> None:
+        """Write one part of one configuration's records (source and reference go to
+        :meth:`save_examples`, not here)."""
         if not rows:
             return
         frame = pd.DataFrame(rows)
+        (config_id,) = frame["config_id"].unique()
         atomic_write_bytes(
-            self.parts_dir / f"part-{uuid.uuid4().hex}.parquet", frame.to_parquet(index=False)
+            self.parts_dir / f"part-{config_id}-{uuid.uuid4().hex}.parquet",
+            frame.to_parquet(index=False),
         )
 
+    def compact(self, config_id: str) -> None:
+        """Merge a configuration's parts into one file: write the merged file by atomic
+        rename, then delete the parts it holds. A kill between the two leaves duplicates
+        of identical rows, which reading drops and the next compaction removes."""
+        files = [path for path in self.part_files(config_id) if part_config(path) == config_id]
+        if len(files) < 2:
+            return
+        frame = pd.concat([read_part(path, None) for path in files], ignore_index=True)
+        frame = frame.drop_duplicates(subset=KEY, keep="first")
+        atomic_write_bytes(
+            self.parts_dir / f"part-{config_id}-{uuid.uuid4().hex}.parquet",
+            frame.to_parquet(index=False),
+        )
+        for path in files:
+            path.unlink(missing_ok=True)
+
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """All records, one per (config_id, example_id) (the first written wins)."""
-        parts = [read_part(path, columns) for path in self.part_files()]
+        """All records, one per (config_id, example_id) (the first written wins), with each
+        example's source and reference."""
+        example_columns = [c for c in EXAMPLE_COLUMNS if columns is None or c in columns]
+        record_columns = (
+            None
+            if columns is None
+            else list(dict.fromkeys([*KEY, *(c for c in columns if c not in EXAMPLE_COLUMNS)]))
+        )
+        frame = self.read_records(record_columns)
+        if example_columns:
+            frame = with_examples(frame, self.examples(), example_columns)
+        return frame if columns is None else frame[columns]
+
+    def read_records(
+        self, columns: list[str] | None = None, config_id: str | None = None
+    ) -> pd.DataFrame:
+        """The records as written, deduplicated; only ``config_id``'s when given."""
+        for attempt in range(READ_RETRIES):
+            try:
+                parts = [read_part(path, columns) for path in self.part_files(config_id)]
+                break
+            except FileNotFoundError:  # compacted away after listing: list again
+                if attempt == READ_RETRIES - 1:
+                    raise
         if not parts:
             return pd.DataFrame(columns=columns or KEY)
         frame = pd.concat(parts, ignore_index=True)
+        if config_id is not None:
+            frame = frame[frame["config_id"] == config_id]
         return frame.drop_duplicates(subset=KEY, keep="first").reset_index(drop=True)
 
-    def done_keys(self) -> set[tuple[str, str]]:
-        frame = self.read(columns=KEY)
+    def done_keys(self, config_id: str | None = None) -> set[tuple[str, str]]:
+        """(config_id, example_id) of the stored records; only ``config_id``'s (reading
+        only its parts) when given."""
+        frame = self.read_records(KEY, config_id)
         return set(zip(frame["config_id"], frame["example_id"], strict=True))
+
+
+def part_config(path: Path) -> str | None:
+    """The configuration a part belongs to (None: an older part, any configuration)."""
+    match = CONFIG_PART.fullmatch(path.name)
+    return match["config_id"] if match else None
+
+
+def with_examples(
+    records: pd.DataFrame, examples: pd.DataFrame, columns: list[str]
+) -> pd.DataFrame:
+    """Records with their examples' ``columns``, placed after ``example_id``; values a
+    record holds itself (older folders stored them in every record) are kept."""
+    records = records.copy()
+    for column in columns:
+        looked_up = records["example_id"].map(examples[column]) if len(examples) else None
+        if column in records and looked_up is not None:
+            records[column] = records[column].where(records[column].notna(), looked_up)
+        elif column not in records:
+            records[column] = looked_up
+    if "example_id" in records:
+        order = list(records.columns)
+        for column in columns:
+            order.remove(column)
+        at = order.index("example_id") + 1
+        records = records[order[:at] + columns + order[at:]]
+    return records
 
 
 def read_part(path: Path, columns: list[str] | None) -> pd.DataFrame:
     try:
         return pd.read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        raise
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise CorruptedResultsError(
             f"results part {str(path)!r} cannot be read ({type(error).__name__}): move it out of "
-            "parts/ (its records are then recomputed) or restore it; other parts are untouched"
+            "its folder (its records are then recomputed) or restore it; other files are untouched"
         ) from None

@@ -20,8 +20,9 @@ def log_sweep(
 ) -> str | None:
     """Log to W&B in the configured mode; return the local W&B run folder (None when disabled).
 
-    ``record_dirs`` (the run's and the shared baselines' ``parts`` folders) go into the
-    records artifact, each under its own folder name; missing ones are left out.
+    ``record_dirs`` (the run's and the shared baselines' ``parts`` and ``examples``
+    folders) go into the records artifact as ``<run folder>/<parts|examples>``; missing
+    ones are left out.
     """
     mode = resolve_mode(cfg.logger)
     if mode == "disabled":
@@ -54,7 +55,7 @@ def log_sweep(
         artifact = wandb.Artifact(name=f"records-{run_dir.name}", type="records")
         for directory in record_dirs:
             if directory.is_dir():
-                artifact.add_dir(str(directory), name=directory.parent.name)
+                artifact.add_dir(str(directory), name=f"{directory.parent.name}/{directory.name}")
         run.log_artifact(artifact)
         return run.dir
     finally:

@@ -1,0 +1,212 @@
+"""Results storage at paper scale: sources stored once per example, one part per finished
+configuration, resuming reads only the configuration's own parts, and every compaction
+step safe against a kill (no loss, duplicates of identical rows dropped on read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bild_exp import sweep
+from bild_exp.harness import store as store_module
+from bild_exp.harness.execute import FLUSH_EVERY
+from bild_exp.harness.store import RecordStore, part_config
+from tests.test_sweep import compose_sweep, tiny_overrides
+
+N_EXAMPLES = FLUSH_EVERY + 3  # two parts per configuration before compaction
+GRID = ("method=bild", "grid.fallback_threshold=[0.3,0.7]", "grid.rollback_threshold=[2.0]")
+
+
+def rows(config_id: str, example_ids: range, **extra) -> list[dict]:
+    return [
+        {"config_id": config_id, "example_id": f"e{i}", "value": i, **extra} for i in example_ids
+    ]
+
+
+def sorted_records(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["config_id", "example_id"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_assets, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    overrides = tiny_overrides(
+        tiny_assets, results, f"data.limit={N_EXAMPLES}", "pair.small_variants=[base]", *GRID
+    )
+    return results, overrides, sweep.run(compose_sweep(overrides))
+
+
+def stores(results: Path) -> list[RecordStore]:
+    return [RecordStore(results / "sweep" / "custom_tiny")] + [
+        RecordStore(d) for d in (results / "_baselines").iterdir()
+    ]
+
+
+def test_records_hold_no_source_and_read_joins_it_back(swept, tiny_assets):
+    results, _, outcome = swept
+    for store in stores(results):
+        for path in store.part_files():
+            columns = pd.read_parquet(path).columns
+            assert "source" not in columns and "reference" not in columns
+        examples = store.examples()
+        assert len(examples) == N_EXAMPLES and examples.index.is_unique
+    records = outcome.records
+    assert records["source"].notna().all() and records["reference"].notna().all()
+    # each record's source and reference are its example's, as written in the task file
+    by_id = records.drop_duplicates("example_id").set_index("example_id")
+    task_rows = pd.read_json(tiny_assets[1]["validation"], lines=True).set_index("id")
+    for example_id, row in by_id.iterrows():
+        assert row["source"] == task_rows.loc[example_id, "de"]
+        assert row["reference"] == task_rows.loc[example_id, "en"]
+
+
+def test_each_finished_configuration_is_one_part(swept):
+    results, _, outcome = swept
+    part_counts = {}
+    for store in stores(results):
+        for path in store.part_files():
+            part_counts[part_config(path)] = part_counts.get(part_config(path), 0) + 1
+    assert set(part_counts) == set(outcome.records["config_id"])
+    assert all(count == 1 for count in part_counts.values()), part_counts
+
+
+def test_rerun_adds_no_examples_file_and_a_larger_slice_adds_one(swept):
+    results, overrides, _ = swept
+    run_store = RecordStore(results / "sweep" / "custom_tiny")
+    before = sorted(run_store.examples_dir.iterdir())
+    sweep.run(compose_sweep(overrides))  # everything done: nothing decoded, nothing written
+    assert sorted(run_store.examples_dir.iterdir()) == before
+    assert len(run_store.read()) == 2 * N_EXAMPLES
+    larger = [o for o in overrides if not o.startswith("data.limit=")]
+    sweep.run(compose_sweep([*larger, f"data.limit={N_EXAMPLES + 1}"]))
+    assert len(list(run_store.examples_dir.iterdir())) == len(before) + 1
+    assert len(run_store.examples()) == N_EXAMPLES + 1
+    records = run_store.read()
+    assert len(records) == 2 * (N_EXAMPLES + 1) and records["source"].notna().all()
+    assert all(part_config(p) for p in run_store.part_files())  # still one part each
+    assert len(run_store.part_files()) == 2
+
+
+def test_resume_reads_only_the_configurations_own_parts(tmp_path, monkeypatch):
+    store = RecordStore(tmp_path)
+    for config_id in ("aaa", "bbb", "ccc"):
+        store.append(rows(config_id, range(3)))
+        store.append(rows(config_id, range(3, 5)))
+    legacy = tmp_path / "parts" / ("part-" + "f" * 32 + ".parquet")  # before names had configs
+    pd.DataFrame(rows("bbb", range(5, 6))).to_parquet(legacy, index=False)
+    opened = []
+    real_read_part = store_module.read_part
+    monkeypatch.setattr(
+        store_module,
+        "read_part",
+        lambda path, columns: opened.append(path) or real_read_part(path, columns),
+    )
+    assert store.done_keys("bbb") == {("bbb", f"e{i}") for i in range(6)}
+    assert {part_config(p) for p in opened} == {"bbb", None}
+    assert len(opened) == 3
+    assert len(store.done_keys()) == 3 * 5 + 1
+
+
+def test_compaction_keeps_every_record_once(tmp_path):
+    store = RecordStore(tmp_path)
+    for start in range(0, 20, 4):
+        store.append(rows("aaa", range(start, start + 4)))
+    store.append(rows("bbb", range(2)))
+    before = sorted_records(store.read())
+    store.compact("aaa")
+    assert [part_config(p) for p in store.part_files()].count("aaa") == 1
+    assert [part_config(p) for p in store.part_files()].count("bbb") == 1
+    pd.testing.assert_frame_equal(sorted_records(store.read()), before)
+
+
+def test_kill_after_the_merged_file_leaves_duplicates_that_reading_drops(tmp_path, monkeypatch):
+    store = RecordStore(tmp_path)
+    for start in range(0, 12, 4):
+        store.append(rows("aaa", range(start, start + 4)))
+    before = sorted_records(store.read())
+    real_unlink = Path.unlink
+    deleted = []
+
+    def dies_after_one_deletion(path, missing_ok=False):
+        if deleted:
+            raise KeyboardInterrupt  # the process is stopped mid-way through the deletions
+        deleted.append(path)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", dies_after_one_deletion)
+    with pytest.raises(KeyboardInterrupt):
+        store.compact("aaa")
+    monkeypatch.undo()
+    assert len(store.part_files()) == 3  # the merged file plus two of the three parts
+    pd.testing.assert_frame_equal(sorted_records(store.read()), before)
+    assert len(store.done_keys("aaa")) == 12
+    store.compact("aaa")  # the next compaction cleans up
+    assert len(store.part_files()) == 1
+    pd.testing.assert_frame_equal(sorted_records(store.read()), before)
+
+
+def test_kill_while_writing_the_merged_file_loses_nothing(tmp_path, monkeypatch):
+    store = RecordStore(tmp_path)
+    for start in range(0, 12, 4):
+        store.append(rows("aaa", range(start, start + 4)))
+    parts = store.part_files()
+    before = sorted_records(store.read())
+
+    def dies_before_rename(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.os, "replace", dies_before_rename)
+    with pytest.raises(KeyboardInterrupt):
+        store.compact("aaa")
+    monkeypatch.undo()
+    assert store.part_files() == parts
+    pd.testing.assert_frame_equal(sorted_records(store.read()), before)
+
+
+def test_a_reader_racing_a_compaction_lists_again(tmp_path, monkeypatch):
+    """Another sweep compacts a configuration between this reader's listing and reading."""
+    store = RecordStore(tmp_path)
+    for start in range(0, 12, 4):
+        store.append(rows("aaa", range(start, start + 4)))
+    before = sorted_records(store.read())
+    real_part_files = RecordStore.part_files
+    raced = []
+
+    def listing_then_compaction(self, config_id=None):
+        listed = real_part_files(self, config_id)
+        if not raced:
+            raced.append(True)
+            RecordStore(tmp_path).compact("aaa")
+        return listed
+
+    monkeypatch.setattr(RecordStore, "part_files", listing_then_compaction)
+    pd.testing.assert_frame_equal(sorted_records(store.read()), before)
+    assert raced
+
+
+def test_older_folders_with_sources_in_records_still_read(tmp_path):
+    store = RecordStore(tmp_path)
+    legacy = pd.DataFrame(rows("aaa", range(2), source="old source", reference="old ref"))
+    (tmp_path / "parts").mkdir()
+    legacy.to_parquet(tmp_path / "parts" / ("part-" + "0" * 32 + ".parquet"), index=False)
+    store.append(rows("bbb", range(2)))
+    store.save_examples(
+        [{"example_id": f"e{i}", "source": f"s{i}", "reference": f"r{i}"} for i in range(2)]
+    )
+    frame = sorted_records(store.read())
+    assert list(frame["source"]) == ["old source", "old source", "s0", "s1"]
+    assert list(frame["reference"]) == ["old ref", "old ref", "r0", "r1"]
+    assert list(frame.columns[:4]) == ["config_id", "example_id", "source", "reference"]
+
+
+def test_same_slice_saved_twice_is_one_file(tmp_path):
+    store = RecordStore(tmp_path)
+    slice_rows = [{"example_id": "e0", "source": "s", "reference": "r"}]
+    store.save_examples(slice_rows)
+    store.save_examples(slice_rows)
+    assert len(list(store.examples_dir.iterdir())) == 1
+    store.save_examples([*slice_rows, {"example_id": "e1", "source": "t", "reference": "q"}])
+    assert len(list(store.examples_dir.iterdir())) == 2
+    assert list(store.examples().index) == ["e0", "e1"]
