@@ -199,3 +199,33 @@ def test_shipped_demo_pair_compiled_equals_eager():
         for item in items:
             eager, compiled = both(method, pair.large, small, item.input_ids, **params)
             assert compiled.tokens == eager.tokens and compiled.stats == eager.stats
+
+
+@pytest.mark.parametrize("change", ["in_place", "replaced"])
+def test_weights_changed_after_compiling_are_used(change):
+    """On a CPU the compiled graph holds frozen weights: a model changed after compiling
+    (in place, as an optimizer step, or by assigning new tensors) is recompiled, so the
+    compiled path keeps equalling the eager one."""
+    large, _ = tiny_pair("llama", seed=3)
+    ids = prompt("llama", 0)
+    before = decode("large", large, None, ids, compile=True)
+    with torch.no_grad():
+        weight = large.lm_head.weight
+        new = weight.flip(0)  # another token's row: the greedy output changes
+        if change == "in_place":
+            weight.copy_(new)
+        else:
+            large.lm_head.weight = torch.nn.Parameter(new.clone())
+    eager = decode("large", large, None, ids)
+    assert eager.tokens != before.tokens  # the change matters
+    assert decode("large", large, None, ids, compile=True).tokens == eager.tokens
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_hf_generate_compiled_baseline_equals_its_eager_run(family):
+    """The bench's HF generate with static cache + compile (the engine's inductor settings)."""
+    large, _ = tiny_pair(family, seed=0)
+    ids = prompt(family, 1)
+    assert hf_greedy_tokens(large, ids, MAX_NEW, compiled=True) == hf_greedy_tokens(
+        large, ids, MAX_NEW
+    )

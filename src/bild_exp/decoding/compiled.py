@@ -17,7 +17,11 @@ path's (``tests/test_compiled.py``).
   (:attr:`CompiledModel.n_graphs`). Both are compiled when the model is first used (the
   harness's untimed warm-up), and their compile time is kept in ``compile_s``.
 - CUDA: ``mode="reduce-overhead"`` (CUDA graphs, which remove the kernel-launch cost that
-  bounds small decoders on GPUs); CPU: inductor's default mode.
+  bounds small decoders on GPUs); CPU: inductor's default mode with weight freezing
+  (weights become constants, prepacked for oneDNN's matmuls; measured here it cuts a
+  compiled step by a further ~20-35%). A frozen graph would not see weights changed in
+  place later, so each example checks the parameters' version counters and recompiles a
+  model whose weights changed (:func:`weights_signature`).
 
 Llama-style decoder-only models (Llama, Mistral, Qwen2/3, SmolLM2) are supported.
 Encoder-decoders, GPT-2, CALM's per-layer exits, the early-exit small model's shared cache
@@ -53,9 +57,20 @@ def static_length(sequence, compile: bool) -> int | None:
     return sequence.buffer.shape[1] if compile else None
 
 
-def compile_mode(device: torch.device) -> str | None:
-    """``reduce-overhead`` (CUDA graphs) on CUDA; inductor's default elsewhere."""
-    return "reduce-overhead" if device.type == "cuda" else None
+def inductor_options(device: torch.device) -> dict[str, object]:
+    """Inductor's settings: ``mode="reduce-overhead"``'s (CUDA graphs) on CUDA; elsewhere the
+    default mode with ``freezing`` (inference only: the engine decodes under
+    ``torch.inference_mode``)."""
+    from torch._inductor import list_mode_options
+
+    return list_mode_options("reduce-overhead") if device.type == "cuda" else {"freezing": True}
+
+
+def weights_signature(model: PreTrainedModel) -> tuple[tuple[int, int], ...]:
+    """Where each parameter and buffer lives and how often it was changed in place: a
+    frozen graph holds the weights it was compiled with, so any change recompiles."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return tuple((t.data_ptr(), t._version) for t in tensors)  # noqa: SLF001
 
 
 def check_compilable(method: str, models: dict[str, object]) -> None:
@@ -134,6 +149,7 @@ class CompiledModel:
     capacity: int
     cache: StaticCache
     forward: object  # the compiled step(model, inputs) (set once the entry exists)
+    weights: tuple = ()  # weights_signature(model) when compiled
     n_graphs: int = 0  # graphs compiled for this model (counted by its backend)
     compile_s: float = 0.0  # time spent in calls that compiled a graph
     n_calls: int = 0
@@ -235,12 +251,17 @@ def compiled_model(model: PreTrainedModel, length: int) -> CompiledModel:
     """
     entry = _COMPILED.get(model)
     capacity = bucketed(length)
-    if entry is None:
+    weights = weights_signature(model)
+    if entry is None or entry.weights != weights:  # new, or its weights changed since
         # Room for graphs (and graph breaks) before dynamo gives up and runs eagerly.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        entry = CompiledModel(model, capacity, static_cache(model, capacity), None)
+        previous = entry
+        entry = CompiledModel(model, capacity, static_cache(model, capacity), None, weights)
+        if previous is not None:  # the stats stay the model's, across recompilations
+            entry.n_graphs, entry.compile_s = previous.n_graphs, previous.compile_s
+            entry.n_calls = previous.n_calls
         entry.forward = torch.compile(
-            own_step_function(), backend=counting_backend(entry, compile_mode(model.device))
+            own_step_function(), backend=counting_backend(entry, inductor_options(model.device))
         )
         _COMPILED[model] = entry
         entry.warm_up()
@@ -264,13 +285,10 @@ def own_step_function():
     return namespace["step"]
 
 
-def counting_backend(entry: CompiledModel, mode: str | None):
-    """Inductor in ``mode`` (as ``torch.compile(mode=...)``), counting the graphs it compiles
+def counting_backend(entry: CompiledModel, options: dict[str, object]):
+    """Inductor with ``options`` (:func:`inductor_options`), counting the graphs it compiles
     for ``entry``'s model: a backend of its own also keeps other models' graphs apart."""
-    from torch._inductor import list_mode_options
     from torch._inductor.compile_fx import compile_fx
-
-    options = list_mode_options(mode) if mode else {}
 
     def backend(graph, example_inputs):
         entry.n_graphs += 1

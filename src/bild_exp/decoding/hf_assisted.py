@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, StoppingCriteriaList, StopStringCriteria
 
-from bild_exp.decoding.compiled import generation_cache
+from bild_exp.decoding.compiled import generation_cache, inductor_options
 from bild_exp.decoding.params import HfAssistedParams
 from bild_exp.decoding.result import GenerationResult, decoder_prefix
 from bild_exp.decoding.runner import StopStrings, empty_cache
@@ -138,12 +138,15 @@ def hf_greedy_tokens(
 
 
 def hf_compile_config(model: PreTrainedModel):
-    """HF generate's compilation settings: CUDA graphs on CUDA, inductor's default elsewhere
-    (HF compiles only on accelerators unless told to compile on every device)."""
+    """HF generate's compilation settings, the engine's own (``inductor_options``): CUDA
+    graphs on CUDA, weight freezing elsewhere (HF compiles only on accelerators unless told
+    to compile on every device)."""
     from transformers import CompileConfig
 
-    mode = "reduce-overhead" if model.device.type == "cuda" else "default"
-    config = CompileConfig(mode=mode)
+    if model.device.type == "cuda":
+        config = CompileConfig(mode="reduce-overhead")
+    else:  # torch.compile takes a mode or options, not both
+        config = CompileConfig(mode=None, options=inductor_options(model.device))
     config._compile_all_devices = True  # noqa: SLF001 - HF's documented switch for CPUs
     return config
 
