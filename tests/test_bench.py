@@ -79,19 +79,3 @@ def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):
         "joblib workers",
     ):
         assert heading in report
-
-
-def test_eager_and_compiled_call_times_are_measured_alternately():
-    from bild_exp.bench.cost_model import measure_path_call_times
-    from bild_exp.decoding.compiled import compile_stats
-    from tests.tiny_models import prompt, tiny_pair
-
-    large, _ = tiny_pair("llama", seed=0)
-    before = compile_stats(large)["n_compiled_calls"]
-    times = measure_path_call_times(large, prompt("llama", 0), [1, 3], 4, repeats=3)
-    assert set(times) == {False, True}
-    for path_times in times.values():
-        assert set(path_times.by_n_fed) == {1, 3}
-        assert all(t > 0 for t in path_times.by_n_fed.values()) and path_times.encoder > 0
-    # the compiled path ran compiled calls: 4 per k (one warm-up + 3), after the eager ones
-    assert compile_stats(large)["n_compiled_calls"] - before >= 2 * 4

@@ -34,6 +34,7 @@ class CallTimes:
         return float(np.interp(n_fed, ks, [self.by_n_fed[k] for k in ks]))
 
 
+@torch.inference_mode()
 def measure_call_times(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -44,61 +45,33 @@ def measure_call_times(
 ) -> CallTimes:
     """Median time of a forward over k new tokens after ``cached_length`` cached positions
     (``compile``: on the compiled path, static cache and compiled graphs)."""
-    return measure_path_call_times(model, input_ids, ks, cached_length, repeats, (compile,))[
-        compile
-    ]
-
-
-@torch.inference_mode()
-def measure_path_call_times(
-    model: PreTrainedModel,
-    input_ids: torch.Tensor,
-    ks: Iterable[int],
-    cached_length: int = 16,
-    repeats: int = 7,
-    paths: tuple[bool, ...] = (False, True),
-) -> dict[bool, CallTimes]:
-    """:func:`measure_call_times` for each path (False: eager, True: compiled), the paths
-    alternating call by call, so that a drift in the machine's speed falls on all alike."""
     device = input_ids.device
-    ks = sorted(set(ks))
     max_k = max(ks)
     sequence = start_sequence(model, input_ids, cached_length + max_k + 1)
-    static = {path: sequence.buffer.shape[1] if path else None for path in paths}
-    encoder_times: dict[bool, list[float]] = {path: [] for path in paths}
-    for _ in range(repeats):
-        for path in paths:
-            runner_start = lambda path=path: DecoderRunner(  # noqa: E731
-                model, input_ids, static_length=static[path]
-            )
-            encoder_times[path].append(timed(runner_start, device)[1])
+    static = sequence.buffer.shape[1] if compile else None
+    encoder_times = [
+        timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
+        for _ in range(repeats)
+    ]
+    runner = DecoderRunner(model, input_ids, static_length=static)
     generator = torch.Generator().manual_seed(0)
     filler = torch.randint(
         3, model.config.vocab_size, (cached_length + max_k,), generator=generator
     )
     for token in filler.tolist():
         sequence.append(token, from_large=False)
-    cached_end = sequence.prefix_length + cached_length
-    runners = {}
-    for path in paths:  # one compiled runner per model at a time: it owns the static cache
-        runners[path] = DecoderRunner(model, input_ids, static_length=static[path])
-        runners[path].forward(sequence.view()[:, :cached_end])
-    by_n_fed: dict[bool, dict[int, float]] = {path: {} for path in paths}
-    for k in ks:
-        view = sequence.view()[:, : cached_end + k]
-        times: dict[bool, list[float]] = {path: [] for path in paths}
+    runner.forward(sequence.view()[:, : sequence.prefix_length + cached_length])
+    by_n_fed = {}
+    for k in sorted(set(ks)):
+        times = []
         for _ in range(repeats + 1):
-            for path, runner in runners.items():
-                _, seconds = timed(lambda runner=runner, view=view: runner.forward(view), device)
-                runner.truncate(cached_end)
-                times[path].append(seconds)
-        for path in paths:  # the first call of each k warms up
-            by_n_fed[path][k] = statistics.median(times[path][1:])
+            view = sequence.view()[:, : sequence.prefix_length + cached_length + k]
+            _, seconds = timed(lambda view=view: runner.forward(view), device)
+            runner.truncate(sequence.prefix_length + cached_length)
+            times.append(seconds)
+        by_n_fed[k] = statistics.median(times[1:])  # the first call of each k warms up
     synchronize(device)
-    return {
-        path: CallTimes(by_n_fed=by_n_fed[path], encoder=statistics.median(encoder_times[path]))
-        for path in paths
-    }
+    return CallTimes(by_n_fed=by_n_fed, encoder=statistics.median(encoder_times))
 
 
 def predicted_latency(

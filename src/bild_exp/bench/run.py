@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from bild_exp.bench.cost_model import (
     CallTimes,
     ideal_bild_speedup,
-    measure_path_call_times,
+    measure_call_times,
     predicted_latency,
 )
 from bild_exp.bench.methods import Contender, contenders, with_compiled_twins
@@ -143,10 +143,9 @@ def measure_pair_call_times(
     records: pd.DataFrame,
     item: EncodedExample,
     repeats: int,
-    paths: tuple[bool, ...] = (False,),
-) -> dict[bool, dict[str, CallTimes]]:
-    """Per-call timings for every n_fed the run's calls used (at the median cached length),
-    per path (False: eager, True: compiled; measured alternately) and model."""
+    compile: bool = False,
+) -> dict[str, CallTimes]:
+    """Per-call timings for every n_fed the run's calls used (at the median cached length)."""
     shapes = [
         s
         for column in ("large_call_shapes", "small_call_shapes")
@@ -155,12 +154,9 @@ def measure_pair_call_times(
     ]
     ks = sorted({int(n) for n, _ in shapes if n <= 64} | {1, 11})
     cached = int(statistics.median(int(c) for _, c in shapes)) if shapes else 16
-    models = {"large": pair.large, **pair.smalls}
-    times: dict[bool, dict[str, CallTimes]] = {path: {} for path in paths}
-    for name, model in models.items():
-        measured = measure_path_call_times(model, item.input_ids, ks, cached, repeats, paths)
-        for path in paths:
-            times[path][name] = measured[path]
+    times = {"large": measure_call_times(pair.large, item.input_ids, ks, cached, repeats, compile)}
+    for variant, small in pair.smalls.items():
+        times[variant] = measure_call_times(small, item.input_ids, ks, cached, repeats, compile)
     return times
 
 
@@ -187,9 +183,12 @@ def run(cfg: DictConfig) -> Path:
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup, task.stop_strings)
-    paths = (False, True) if compiled else (False,)
-    path_times = measure_pair_call_times(pair, records, items[0], bench.call_repeats, paths)
-    times, compiled_times = path_times[False], path_times.get(True)
+    times = measure_pair_call_times(pair, records, items[0], bench.call_repeats)
+    compiled_times = (
+        measure_pair_call_times(pair, records, items[0], bench.call_repeats, compile=True)
+        if compiled
+        else None
+    )
     reference = records[records["method"] == chosen[0].name]
     table = pd.DataFrame(
         [
