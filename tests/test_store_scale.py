@@ -29,6 +29,14 @@ def sorted_records(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["config_id", "example_id"]).reset_index(drop=True)
 
 
+def three_parts(directory: Path) -> tuple[RecordStore, pd.DataFrame]:
+    """A store with configuration aaa's 12 records in three parts, and those records."""
+    store = RecordStore(directory)
+    for start in range(0, 12, 4):
+        store.append(rows("aaa", range(start, start + 4)))
+    return store, sorted_records(store.read())
+
+
 @pytest.fixture(scope="module")
 def swept(tiny_assets, tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
@@ -122,10 +130,7 @@ def test_compaction_keeps_every_record_once(tmp_path):
 
 
 def test_kill_after_the_merged_file_leaves_duplicates_that_reading_drops(tmp_path, monkeypatch):
-    store = RecordStore(tmp_path)
-    for start in range(0, 12, 4):
-        store.append(rows("aaa", range(start, start + 4)))
-    before = sorted_records(store.read())
+    store, before = three_parts(tmp_path)
     real_unlink = Path.unlink
     deleted = []
 
@@ -148,11 +153,8 @@ def test_kill_after_the_merged_file_leaves_duplicates_that_reading_drops(tmp_pat
 
 
 def test_kill_while_writing_the_merged_file_loses_nothing(tmp_path, monkeypatch):
-    store = RecordStore(tmp_path)
-    for start in range(0, 12, 4):
-        store.append(rows("aaa", range(start, start + 4)))
+    store, before = three_parts(tmp_path)
     parts = store.part_files()
-    before = sorted_records(store.read())
 
     def dies_before_rename(src, dst):
         raise KeyboardInterrupt
@@ -167,10 +169,7 @@ def test_kill_while_writing_the_merged_file_loses_nothing(tmp_path, monkeypatch)
 
 def test_a_reader_racing_a_compaction_lists_again(tmp_path, monkeypatch):
     """Another sweep compacts a configuration between this reader's listing and reading."""
-    store = RecordStore(tmp_path)
-    for start in range(0, 12, 4):
-        store.append(rows("aaa", range(start, start + 4)))
-    before = sorted_records(store.read())
+    store, before = three_parts(tmp_path)
     real_part_files = RecordStore.part_files
     raced = []
 
@@ -210,3 +209,20 @@ def test_same_slice_saved_twice_is_one_file(tmp_path):
     store.save_examples([*slice_rows, {"example_id": "e1", "source": "t", "reference": "q"}])
     assert len(list(store.examples_dir.iterdir())) == 2
     assert list(store.examples().index) == ["e0", "e1"]
+
+
+def test_a_store_object_does_not_rehash_the_ids_it_saved(tmp_path, monkeypatch):
+    """A sweep saves its slice once per configuration: only the first call hashes it."""
+    store = RecordStore(tmp_path)
+    slice_rows = [{"example_id": f"e{i}", "source": "s" * 100, "reference": "r"} for i in range(5)]
+    store.save_examples(slice_rows)
+    hashed = []
+    real_sha256 = store_module.hashlib.sha256
+    monkeypatch.setattr(
+        store_module.hashlib, "sha256", lambda data: hashed.append(1) or real_sha256(data)
+    )
+    store.save_examples(slice_rows)
+    store.save_examples(slice_rows[:3])
+    assert not hashed
+    RecordStore(tmp_path).save_examples(slice_rows)  # a new sweep's object checks the file
+    assert hashed == [1] and len(list(store.examples_dir.iterdir())) == 1
