@@ -109,6 +109,7 @@ class RecordStore:
         self.directory = Path(directory)
         self.parts_dir = self.directory / "parts"
         self.examples_dir = self.directory / "examples"
+        self.saved_example_ids: set[str] = set()  # saved by this object: no rehashing
 
     def claim(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to mix records from an incompatible configuration into this folder; the
@@ -150,12 +151,17 @@ class RecordStore:
     def save_examples(self, examples: list[dict[str, str]]) -> None:
         """Store ``{"example_id", "source", "reference"}`` rows once: the file is named by
         its content, so the same slice written twice (or by two sweeps at once) is one
-        file, and a different slice adds another."""
+        file, and a different slice adds another. A sweep calls it once per configuration:
+        ids this object saved already are not hashed again (a CNN/DM slice is ~50 MB)."""
+        ids = {example["example_id"] for example in examples}
+        if ids <= self.saved_example_ids:
+            return
         frame = pd.DataFrame(examples, columns=["example_id", *EXAMPLE_COLUMNS])
         digest = hashlib.sha256(frame.to_json(orient="values").encode()).hexdigest()[:24]
         path = self.examples_dir / f"examples-{digest}.parquet"
         if not path.exists():
             atomic_write_bytes(path, frame.to_parquet(index=False))
+        self.saved_example_ids |= ids
 
     def examples(self) -> pd.DataFrame:
         """Source and reference per example id, indexed by example id."""
