@@ -129,6 +129,15 @@ def test_compaction_keeps_every_record_once(tmp_path):
     pd.testing.assert_frame_equal(sorted_records(store.read()), before)
 
 
+def killed_compaction(store: RecordStore, monkeypatch, owner, name: str, dies) -> None:
+    """Compact configuration aaa with ``owner.name`` replaced by ``dies``, which stops the
+    process (KeyboardInterrupt) part-way; then restore ``owner.name``."""
+    monkeypatch.setattr(owner, name, dies)
+    with pytest.raises(KeyboardInterrupt):
+        store.compact("aaa")
+    monkeypatch.undo()
+
+
 def test_kill_after_the_merged_file_leaves_duplicates_that_reading_drops(tmp_path, monkeypatch):
     store, before = three_parts(tmp_path)
     real_unlink = Path.unlink
@@ -140,10 +149,7 @@ def test_kill_after_the_merged_file_leaves_duplicates_that_reading_drops(tmp_pat
         deleted.append(path)
         real_unlink(path, missing_ok=missing_ok)
 
-    monkeypatch.setattr(Path, "unlink", dies_after_one_deletion)
-    with pytest.raises(KeyboardInterrupt):
-        store.compact("aaa")
-    monkeypatch.undo()
+    killed_compaction(store, monkeypatch, Path, "unlink", dies_after_one_deletion)
     assert len(store.part_files()) == 3  # the merged file plus two of the three parts
     pd.testing.assert_frame_equal(sorted_records(store.read()), before)
     assert len(store.done_keys("aaa")) == 12
@@ -159,10 +165,7 @@ def test_kill_while_writing_the_merged_file_loses_nothing(tmp_path, monkeypatch)
     def dies_before_rename(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_module.os, "replace", dies_before_rename)
-    with pytest.raises(KeyboardInterrupt):
-        store.compact("aaa")
-    monkeypatch.undo()
+    killed_compaction(store, monkeypatch, store_module.os, "replace", dies_before_rename)
     assert store.part_files() == parts
     pd.testing.assert_frame_equal(sorted_records(store.read()), before)
 
