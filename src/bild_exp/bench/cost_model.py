@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from bild_exp.decoding.compiled import static_length
 from bild_exp.decoding.result import start_sequence
 from bild_exp.decoding.runner import DecoderRunner
 from bild_exp.timing import synchronize, timed
@@ -48,7 +49,7 @@ def measure_call_times(
     device = input_ids.device
     max_k = max(ks)
     sequence = start_sequence(model, input_ids, cached_length + max_k + 1)
-    static = sequence.buffer.shape[1] if compile else None
+    static = static_length(sequence, compile)
     encoder_times = [
         timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
         for _ in range(repeats)

@@ -124,10 +124,15 @@ def generation_cache(model: PreTrainedModel, input_ids: torch.Tensor, max_new_to
     decoder is deeper, as in the demo large model)."""
     prefix = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
     length = prefix + max_new_tokens + 1
-    cache = static_cache(model, bucketed(length))
-    if model.config.is_encoder_decoder:
-        return EncoderDecoderCache(cache, DynamicCache())
-    return cache
+    return decoder_cache(model, static_cache(model, bucketed(length)))
+
+
+def decoder_cache(model: PreTrainedModel, self_attention: StaticCache) -> Cache:
+    """The static self-attention cache, plus for encoder-decoders a fresh cross-attention
+    cache (the encoder length varies per example; the first call writes it)."""
+    if not model.config.is_encoder_decoder:
+        return self_attention
+    return EncoderDecoderCache(self_attention, DynamicCache())
 
 
 def mark_encoder_length_dynamic(cache: Cache, encoder_outputs: object) -> None:
@@ -159,9 +164,7 @@ class CompiledModel:
         for encoder-decoders a fresh cross-attention cache for this example's encoder output
         (its length varies per example; it is written once, at the first call)."""
         self.reset()
-        if not self.model.config.is_encoder_decoder:
-            return self.cache
-        return EncoderDecoderCache(self.cache, DynamicCache())
+        return decoder_cache(self.model, self.cache)
 
     def run(
         self,

@@ -143,10 +143,8 @@ def hf_compile_config(model: PreTrainedModel):
     to compile on every device)."""
     from transformers import CompileConfig
 
-    if model.device.type == "cuda":
-        config = CompileConfig(mode="reduce-overhead")
-    else:  # torch.compile takes a mode or options, not both
-        config = CompileConfig(mode=None, options=inductor_options(model.device))
+    # torch.compile takes a mode or options, not both: the options of the engine's mode
+    config = CompileConfig(mode=None, options=inductor_options(model.device))
     config._compile_all_devices = True  # noqa: SLF001 - HF's documented switch for CPUs
     return config
 

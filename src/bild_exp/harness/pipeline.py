@@ -314,7 +314,7 @@ def sweep_on_device(
     )
     if engine_compile(cfg):  # compile time is kept out of every timed example; here it is
         manifest["compile"] = compile_report(pair)
-    record_dirs = [store.parts_dir, store.examples_dir, baselines.parts_dir, baselines.examples_dir]
+    record_dirs = store.data_dirs + baselines.data_dirs
     write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs)
     print(format_summary(summary, quality, device))
     print("\nOperating points (best speedup with quality within the tolerance of vanilla large):")

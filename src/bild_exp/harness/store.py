@@ -111,6 +111,11 @@ class RecordStore:
         self.examples_dir = self.directory / "examples"
         self.saved_example_ids: set[str] = set()  # saved by this object: no rehashing
 
+    @property
+    def data_dirs(self) -> list[Path]:
+        """The folders that hold this store's data: records and examples."""
+        return [self.parts_dir, self.examples_dir]
+
     def claim(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to mix records from an incompatible configuration into this folder; the
         first claim writes the fingerprint."""
@@ -143,7 +148,7 @@ class RecordStore:
     def part_files(self, config_id: str | None = None) -> list[Path]:
         """Every part, or those that can hold ``config_id``'s records (its own and any
         part written before parts were named by configuration)."""
-        files = sorted(self.parts_dir.glob("*.parquet")) if self.parts_dir.exists() else []
+        files = parquet_files(self.parts_dir)
         if config_id is None:
             return files
         return [path for path in files if part_config(path) in (config_id, None)]
@@ -165,8 +170,7 @@ class RecordStore:
 
     def examples(self) -> pd.DataFrame:
         """Source and reference per example id, indexed by example id."""
-        files = sorted(self.examples_dir.glob("*.parquet")) if self.examples_dir.exists() else []
-        frames = [read_part(path, None) for path in files]
+        frames = [read_part(path, None) for path in parquet_files(self.examples_dir)]
         if not frames:
             return pd.DataFrame(columns=EXAMPLE_COLUMNS, index=pd.Index([], name="example_id"))
         frame = pd.concat(frames, ignore_index=True).drop_duplicates("example_id")
@@ -179,6 +183,9 @@ class RecordStore:
             return
         frame = pd.DataFrame(rows)
         (config_id,) = frame["config_id"].unique()
+        self.write_part(config_id, frame)
+
+    def write_part(self, config_id: str, frame: pd.DataFrame) -> None:
         atomic_write_bytes(
             self.parts_dir / f"part-{config_id}-{uuid.uuid4().hex}.parquet",
             frame.to_parquet(index=False),
@@ -192,11 +199,7 @@ class RecordStore:
         if len(files) < 2:
             return
         frame = pd.concat([read_part(path, None) for path in files], ignore_index=True)
-        frame = frame.drop_duplicates(subset=KEY, keep="first")
-        atomic_write_bytes(
-            self.parts_dir / f"part-{config_id}-{uuid.uuid4().hex}.parquet",
-            frame.to_parquet(index=False),
-        )
+        self.write_part(config_id, frame.drop_duplicates(subset=KEY, keep="first"))
         for path in files:
             path.unlink(missing_ok=True)
 
@@ -237,6 +240,10 @@ class RecordStore:
         only its parts) when given."""
         frame = self.read_records(KEY, config_id)
         return set(zip(frame["config_id"], frame["example_id"], strict=True))
+
+
+def parquet_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.parquet")) if directory.exists() else []
 
 
 def part_config(path: Path) -> str | None:
