@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from transformers import PreTrainedModel
 from bild_exp.decoding.autoregressive import decode_autoregressive
 from bild_exp.decoding.bild import decode_bild
 from bild_exp.decoding.calm import check_calm_model, decode_calm
-from bild_exp.decoding.compiled import check_compilable
+from bild_exp.decoding.compiled import check_compilable, compile_settings
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import decode_hf_assisted
 from bild_exp.decoding.oracle import decode_oracle
@@ -196,7 +197,21 @@ def generate(
     }
     if method == "calm":
         return decode_calm(large, input_ids, params=method_params, **common)
-    common["compile"] = compile
+    # any graph compiled during this call (first use, a longer example) gets the compiled
+    # path's inductor settings, which must be set while dynamo traces (weight freezing)
+    with compile_settings(device) if compile else contextlib.nullcontext():
+        return decode(method, large, small, input_ids, method_params, compile=compile, **common)
+
+
+def decode(
+    method: str,
+    large: PreTrainedModel | None,
+    small: PreTrainedModel | EarlyExit | None,
+    input_ids: torch.Tensor,
+    method_params: Any,
+    **common: Any,
+) -> GenerationResult:
+    """Run a validated method (every method but CALM)."""
     if method in ("large", "small"):
         model = large if method == "large" else small
         if isinstance(model, EarlyExit):
@@ -213,6 +228,6 @@ def generate(
         small,
         input_ids,
         params=method_params,
-        max_new_tokens=max_new_tokens,
-        stop_strings=stops,
+        max_new_tokens=common["max_new_tokens"],
+        stop_strings=common["stop_strings"],
     )

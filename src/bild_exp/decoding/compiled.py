@@ -66,6 +66,19 @@ def inductor_options(device: torch.device) -> dict[str, object]:
     return list_mode_options("reduce-overhead") if device.type == "cuda" else {"freezing": True}
 
 
+def compile_settings(device: torch.device):
+    """Inductor's settings (:func:`inductor_options`) for the duration of a block that may
+    compile, e.g. a compiled ``generate``.
+
+    Set globally, not only passed to the backend: weight freezing decides at *tracing* time,
+    in dynamo, whether parameters become graph constants; given only as options (to
+    ``torch.compile`` or to ``compile_fx``) it is silently ignored and the graph takes the
+    weights as inputs (checked in ``tests/test_compiled.py``)."""
+    import torch._inductor.config
+
+    return torch._inductor.config.patch(inductor_options(device))
+
+
 def weights_signature(model: PreTrainedModel) -> tuple[tuple[int, int], ...]:
     """Where each parameter and buffer lives and how often it was changed in place: a
     frozen graph holds the weights it was compiled with, so any change recompiles."""
@@ -216,7 +229,10 @@ class CompiledModel:
         # Only the dimensions marked in run() are dynamic: automatic dynamic shapes would also
         # generalise over other models' weight shapes met in the same code and split graphs.
         # (Patched here, not per call: the patch costs ~0.1 ms, a small model's whole step.)
-        with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        with (
+            torch._dynamo.config.patch(automatic_dynamic_shapes=False),
+            compile_settings(self.model.device),
+        ):
             self.compile_shapes(lengths)
         self.reset()
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, StoppingCriteriaList, StopStringCriteria
 
-from bild_exp.decoding.compiled import generation_cache, inductor_options
+from bild_exp.decoding.compiled import compile_settings, generation_cache, inductor_options
 from bild_exp.decoding.params import HfAssistedParams
 from bild_exp.decoding.result import GenerationResult, decoder_prefix
 from bild_exp.decoding.runner import StopStrings, empty_cache
@@ -115,7 +115,8 @@ def hf_greedy_tokens(
     stopping before ``max_new_tokens``; ``stop_strings`` are HF's to stop on, and its
     output is cut by the engine's rule. ``compiled``: a static cache and HF's own
     compilation of the forward (a ``CompileConfig``), the fair counterpart of the engine's
-    compiled path."""
+    compiled path. On a CPU its graphs hold frozen weights: a model changed in place after
+    its first compiled call needs ``torch._dynamo.reset()`` (the engine checks this itself)."""
     cache = (
         {
             "past_key_values": generation_cache(model, input_ids, max_new_tokens),
@@ -124,23 +125,25 @@ def hf_greedy_tokens(
         if compiled
         else {"past_key_values": empty_cache(model)}
     )
-    tokens = model.generate(
-        input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens if exact_length else None,
-        **cache,
-        **stop_kwargs(stop_strings),
-    )[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
+    with compile_settings(model.device) if compiled else nullcontext():
+        tokens = model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens if exact_length else None,
+            **cache,
+            **stop_kwargs(stop_strings),
+        )[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
     return clip_at_stop(tokens, stop_strings)
 
 
 def hf_compile_config(model: PreTrainedModel):
     """HF generate's compilation settings, the engine's own (``inductor_options``): CUDA
     graphs on CUDA, weight freezing elsewhere (HF compiles only on accelerators unless told
-    to compile on every device)."""
+    to compile on every device). Freezing also needs :func:`compile_settings` around the
+    ``generate`` call that compiles."""
     from transformers import CompileConfig
 
     # torch.compile takes a mode or options, not both: the options of the engine's mode
