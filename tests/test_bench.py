@@ -79,3 +79,27 @@ def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):
         "joblib workers",
     ):
         assert heading in report
+
+
+def test_eager_and_compiled_call_times_are_measured_in_alternating_blocks(monkeypatch):
+    """Both paths of every n_fed are timed round after round, back to back, so a drift in
+    the machine's speed reaches both; each path keeps repeats x rounds calls per n_fed."""
+    from bild_exp.bench import cost_model
+    from tests.tiny_models import prompt, tiny_pair
+
+    model = tiny_pair("llama", seed=0)[1]
+    order: list[tuple[bool, int]] = []
+    real_forwards = cost_model.CallProbe.forwards
+
+    def recording_forwards(self, k, repeats):
+        order.append((self.runner.compiled is not None, k))
+        return real_forwards(self, k, repeats)
+
+    monkeypatch.setattr(cost_model.CallProbe, "forwards", recording_forwards)
+    times = cost_model.measure_paths(model, prompt("llama", 0), [1, 3], 6, 2, rounds=3)
+    assert order == [(path, k) for _ in range(3) for k in (1, 3) for path in (False, True)]
+    assert set(times) == {False, True}
+    for call_times in times.values():
+        assert sorted(call_times.by_n_fed) == [1, 3]
+        assert all(seconds > 0 for seconds in call_times.by_n_fed.values())
+        assert call_times.encoder > 0

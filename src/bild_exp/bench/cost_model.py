@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 
 from bild_exp.decoding.compiled import static_length
 from bild_exp.decoding.result import start_sequence
-from bild_exp.decoding.runner import DecoderRunner
+from bild_exp.decoding.runner import DecoderRunner, TokenSequence
 from bild_exp.timing import synchronize, timed
 
 
@@ -35,6 +35,65 @@ class CallTimes:
         return float(np.interp(n_fed, ks, [self.by_n_fed[k] for k in ks]))
 
 
+def probe_length(
+    model: PreTrainedModel, input_ids: torch.Tensor, positions: int, compile: bool
+) -> tuple[TokenSequence, int | None]:
+    """The sequence a measurement decodes (``positions`` after the prefix) and its static
+    cache length (None on the eager path)."""
+    sequence = start_sequence(model, input_ids, positions)
+    return sequence, static_length(sequence, compile)
+
+
+def encoder_times(
+    model: PreTrainedModel, input_ids: torch.Tensor, static: int | None, repeats: int
+) -> list[float]:
+    """Seconds of ``repeats`` fresh runners (the encoder, once per example; on the compiled
+    path also the static cache's reset)."""
+    device = input_ids.device
+    return [
+        timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
+        for _ in range(repeats)
+    ]
+
+
+class CallProbe:
+    """One model's decoder, primed with ``cached_length`` positions, ready to time forwards
+    over ``k`` new tokens (``compile``: on the compiled path, static cache and graphs).
+
+    On the compiled path the probe uses the model's one static cache: no other runner of
+    this model may start while the probe is in use."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.Tensor,
+        max_k: int,
+        cached_length: int,
+        compile: bool,
+    ):
+        self.device = input_ids.device
+        self.sequence, static = probe_length(model, input_ids, cached_length + max_k + 1, compile)
+        self.runner = DecoderRunner(model, input_ids, static_length=static)
+        generator = torch.Generator().manual_seed(0)
+        filler = torch.randint(
+            3, model.config.vocab_size, (cached_length + max_k,), generator=generator
+        )
+        for token in filler.tolist():
+            self.sequence.append(token, from_large=False)
+        self.cached_end = self.sequence.prefix_length + cached_length
+        self.runner.forward(self.sequence.view()[:, : self.cached_end])
+
+    def forwards(self, k: int, repeats: int) -> list[float]:
+        """Seconds of ``repeats`` forwards over ``k`` tokens, after one untimed warm-up call."""
+        view = self.sequence.view()[:, : self.cached_end + k]
+        times = []
+        for _ in range(repeats + 1):
+            _, seconds = timed(lambda: self.runner.forward(view), self.device)
+            self.runner.truncate(self.cached_end)
+            times.append(seconds)
+        return times[1:]
+
+
 @torch.inference_mode()
 def measure_call_times(
     model: PreTrainedModel,
@@ -46,33 +105,50 @@ def measure_call_times(
 ) -> CallTimes:
     """Median time of a forward over k new tokens after ``cached_length`` cached positions
     (``compile``: on the compiled path, static cache and compiled graphs)."""
-    device = input_ids.device
-    max_k = max(ks)
-    sequence = start_sequence(model, input_ids, cached_length + max_k + 1)
-    static = static_length(sequence, compile)
-    encoder_times = [
-        timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
-        for _ in range(repeats)
-    ]
-    runner = DecoderRunner(model, input_ids, static_length=static)
-    generator = torch.Generator().manual_seed(0)
-    filler = torch.randint(
-        3, model.config.vocab_size, (cached_length + max_k,), generator=generator
-    )
-    for token in filler.tolist():
-        sequence.append(token, from_large=False)
-    runner.forward(sequence.view()[:, : sequence.prefix_length + cached_length])
-    by_n_fed = {}
-    for k in sorted(set(ks)):
-        times = []
-        for _ in range(repeats + 1):
-            view = sequence.view()[:, : sequence.prefix_length + cached_length + k]
-            _, seconds = timed(lambda view=view: runner.forward(view), device)
-            runner.truncate(sequence.prefix_length + cached_length)
-            times.append(seconds)
-        by_n_fed[k] = statistics.median(times[1:])  # the first call of each k warms up
-    synchronize(device)
-    return CallTimes(by_n_fed=by_n_fed, encoder=statistics.median(encoder_times))
+    return measure_paths(model, input_ids, ks, cached_length, repeats, 1, (compile,))[compile]
+
+
+@torch.inference_mode()
+def measure_paths(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    ks: Iterable[int],
+    cached_length: int,
+    repeats: int,
+    rounds: int,
+    paths: tuple[bool, ...] = (False, True),
+) -> dict[bool, CallTimes]:
+    """:func:`measure_call_times` for the eager (False) and compiled (True) paths, measured
+    in ``rounds`` alternating blocks of ``repeats`` calls per path and k.
+
+    A shared machine's speed drifts over seconds (measured here: the same loop runs up to
+    1.7x slower for a few seconds at a time): paths measured one after the other would
+    compare different phases; alternating blocks spread the phases over both. Blocks, not
+    single calls: alternating call by call (tried) slowed every call of both paths; in
+    blocks only the first call of each, which is dropped, follows the other path."""
+    ks = sorted(set(ks))
+    positions = cached_length + max(ks) + 1
+    statics = {path: probe_length(model, input_ids, positions, path)[1] for path in paths}
+    for path in paths:  # untimed: the compiled path's first runner compiles its graphs
+        DecoderRunner(model, input_ids, static_length=statics[path])
+    encoders: dict[bool, list[float]] = {path: [] for path in paths}
+    for _ in range(rounds):  # before the probes: a new runner resets a compiled model's cache
+        for path in paths:
+            encoders[path] += encoder_times(model, input_ids, statics[path], repeats)
+    probes = {path: CallProbe(model, input_ids, max(ks), cached_length, path) for path in paths}
+    calls: dict[bool, dict[int, list[float]]] = {path: {k: [] for k in ks} for path in paths}
+    for _ in range(rounds):
+        for k in ks:  # both paths' blocks for one k back to back: the same phase
+            for path, probe in probes.items():
+                calls[path][k] += probe.forwards(k, repeats)
+    synchronize(input_ids.device)
+    return {
+        path: CallTimes(
+            by_n_fed={k: statistics.median(times) for k, times in calls[path].items()},
+            encoder=statistics.median(encoders[path]),
+        )
+        for path in paths
+    }
 
 
 def predicted_latency(

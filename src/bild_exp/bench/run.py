@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from bild_exp.bench.cost_model import (
     CallTimes,
     ideal_bild_speedup,
-    measure_call_times,
+    measure_paths,
     predicted_latency,
 )
 from bild_exp.bench.methods import Contender, contenders, with_compiled_twins
@@ -143,9 +143,13 @@ def measure_pair_call_times(
     records: pd.DataFrame,
     item: EncodedExample,
     repeats: int,
-    compile: bool = False,
-) -> dict[str, CallTimes]:
-    """Per-call timings for every n_fed the run's calls used (at the median cached length)."""
+    rounds: int = 1,
+    compiled: bool = False,
+) -> dict[bool, dict[str, CallTimes]]:
+    """Per-call timings for every n_fed the run's calls used (at the median cached length),
+    by path (False: eager; True: compiled, when ``compiled``) and model. Both paths are
+    measured in ``rounds`` alternating blocks of ``repeats / rounds`` calls
+    (:func:`measure_paths`)."""
     shapes = [
         s
         for column in ("large_call_shapes", "small_call_shapes")
@@ -154,9 +158,15 @@ def measure_pair_call_times(
     ]
     ks = sorted({int(n) for n, _ in shapes if n <= 64} | {1, 11})
     cached = int(statistics.median(int(c) for _, c in shapes)) if shapes else 16
-    times = {"large": measure_call_times(pair.large, item.input_ids, ks, cached, repeats, compile)}
-    for variant, small in pair.smalls.items():
-        times[variant] = measure_call_times(small, item.input_ids, ks, cached, repeats, compile)
+    paths = (False, True) if compiled else (False,)
+    block = -(-repeats // rounds)
+    models = {"large": pair.large, **pair.smalls}
+    times: dict[bool, dict[str, CallTimes]] = {path: {} for path in paths}
+    for name, model in models.items():
+        for path, call_times in measure_paths(
+            model, item.input_ids, ks, cached, block, rounds, paths
+        ).items():
+            times[path][name] = call_times
     return times
 
 
@@ -183,12 +193,10 @@ def run(cfg: DictConfig) -> Path:
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup, task.stop_strings)
-    times = measure_pair_call_times(pair, records, items[0], bench.call_repeats)
-    compiled_times = (
-        measure_pair_call_times(pair, records, items[0], bench.call_repeats, compile=True)
-        if compiled
-        else None
+    by_path = measure_pair_call_times(
+        pair, records, items[0], bench.call_repeats, bench.get("call_rounds", 1), compiled
     )
+    times, compiled_times = by_path[False], by_path.get(True)
     reference = records[records["method"] == chosen[0].name]
     table = pd.DataFrame(
         [
@@ -289,6 +297,9 @@ def compile_lines(eager: dict[str, CallTimes], section: dict) -> list[str]:
         "",
         "## Compiled path (static cache + torch.compile; per-call times measured in this run)",
         "",
+        "Eager and compiled calls are measured in alternating blocks (bench.call_rounds), so "
+        "that both paths meet the same drifts in the machine's speed.",
+        "",
         steps.round(3).to_markdown(),
         "",
         f"Large / small one-token step ratio: eager {ratio['eager']:.2f}x, compiled "
@@ -297,7 +308,9 @@ def compile_lines(eager: dict[str, CallTimes], section: dict) -> list[str]:
         "",
         call_table(compiled),
         "",
-        "Compilation (untimed warm-up): " + pd.DataFrame(section["report"]).round(2).to_markdown(),
+        "Compilation (untimed warm-up):",
+        "",
+        pd.DataFrame(section["report"]).round(2).to_markdown(),
     ]
 
 
