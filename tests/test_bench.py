@@ -77,8 +77,13 @@ def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):
         "Ideal BiLD speedup",
         "output length",
         "joblib workers",
+        "compile mode `max-autotune`",  # bench.compile_mode's twins
+        "default: compiled one-token step ms",  # and the default mode's per-call times
+        "max-autotune: eager / compiled",
     ):
         assert heading in report
+    compiled = table[table["method"].str.endswith("(compiled)")]
+    assert len(compiled) and compiled["achieved_over_predicted"].notna().all()
 
 
 def test_eager_and_compiled_call_times_are_measured_in_alternating_blocks(monkeypatch):
@@ -88,17 +93,18 @@ def test_eager_and_compiled_call_times_are_measured_in_alternating_blocks(monkey
     from tests.tiny_models import prompt, tiny_pair
 
     model = tiny_pair("llama", seed=0)[1]
-    order: list[tuple[bool, int]] = []
+    order: list[tuple[str | None, int]] = []
     real_forwards = cost_model.CallProbe.forwards
 
     def recording_forwards(self, k, repeats):
-        order.append((self.runner.compiled is not None, k))
+        order.append((self.mode, k))
         return real_forwards(self, k, repeats)
 
     monkeypatch.setattr(cost_model.CallProbe, "forwards", recording_forwards)
-    times = cost_model.measure_paths(model, prompt("llama", 0), [1, 3], 6, 2, rounds=3)
-    assert order == [(path, k) for _ in range(3) for k in (1, 3) for path in (False, True)]
-    assert set(times) == {False, True}
+    paths = (None, "default", "max-autotune")
+    times = cost_model.measure_paths(model, prompt("llama", 0), [1, 3], 6, 2, 3, paths)
+    assert order == [(path, k) for _ in range(3) for k in (1, 3) for path in paths]
+    assert set(times) == set(paths)
     for call_times in times.values():
         assert sorted(call_times.by_n_fed) == [1, 3]
         assert all(seconds > 0 for seconds in call_times.by_n_fed.values())

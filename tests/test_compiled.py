@@ -13,7 +13,7 @@ from bild_exp.decoding import InvalidParameterError, generate
 from bild_exp.decoding.compiled import compile_stats, compiled_model
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from tests.tiny_models import prompt, tiny_pair
+from tests.tiny_models import prompt, tiny_model, tiny_pair
 
 MAX_NEW = 24
 METHODS = [
@@ -248,7 +248,9 @@ def test_cpu_graphs_hold_the_weights_as_frozen_constants(monkeypatch, path):
     (given only as inductor options, freezing is ignored and every weight is one)."""
     import torch._inductor.compile_fx as compile_fx_module
 
-    large = copy.deepcopy(tiny_pair("llama", seed=0)[0])  # a model of its own: it compiles now
+    # a model of its own, so its graphs compile now (not a deep copy: HF generate would run
+    # the compiled call the copy carries, bound to the original)
+    large = tiny_model("llama", seed=11, layers=2, width=64)
     weights = {p.data_ptr() for p in large.parameters()}
     weight_inputs: list[int] = []
     real_compile_fx = compile_fx_module.compile_fx
@@ -267,3 +269,75 @@ def test_cpu_graphs_hold_the_weights_as_frozen_constants(monkeypatch, path):
         hf_greedy_tokens(large, ids, MAX_NEW, compiled=True)
     assert weight_inputs, "nothing was compiled"
     assert weight_inputs == [0] * len(weight_inputs)
+
+
+def test_max_autotune_mode_equals_eager_and_keeps_its_own_graphs():
+    """compile_mode='max-autotune' (generated matmul kernels on a CPU): same tokens and
+    stats as eager for BiLD and speculative decoding, in float32 (the kernels inductor
+    generates for real models), on graphs of its own next to the default mode's."""
+    large, small = (copy.deepcopy(m).float() for m in tiny_pair("llama", seed=0))
+    ids = prompt("llama", 3)
+    for method, params in [
+        ("bild", {"fallback_threshold": 0.5, "rollback_threshold": 1.0}),
+        ("speculative", {"window": 3}),
+    ]:
+        eager = decode(method, large, small, ids, **params)
+        for mode in ("default", "max-autotune"):
+            compiled = generate(
+                method,
+                large=large,
+                small=small,
+                input_ids=ids,
+                max_new_tokens=MAX_NEW,
+                compile=True,
+                compile_mode=mode,
+                **params,
+            )
+            assert compiled.tokens == eager.tokens and compiled.stats == eager.stats
+    for model in (large, small):
+        default, tuned = (compile_stats(model, mode) for mode in ("default", "max-autotune"))
+        assert 0 < default["n_graphs"] <= 2 and 0 < tuned["n_graphs"] <= 2
+        assert compile_stats(model)["n_graphs"] == default["n_graphs"] + tuned["n_graphs"]
+
+
+def test_compile_mode_errors_are_one_line(llama_pair):
+    large, _ = llama_pair
+    ids = prompt("llama", 0)
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"^compile_mode='fast' is invalid: accepted 'default', 'max-autotune'$",
+    ):
+        generate("large", large=large, input_ids=ids, compile=True, compile_mode="fast")
+    with pytest.raises(InvalidParameterError, match=r"^compile_mode='max-autotune' is invalid"):
+        generate("large", large=large, input_ids=ids, compile_mode="max-autotune")
+
+
+@pytest.mark.slow
+def test_shipped_demo_pair_max_autotune_equals_eager():
+    """The bench's compile mode on the T5 demo pair (its first compile takes ~1.5 min)."""
+    from bild_exp.data.tasks import load_examples, task_from_config
+    from bild_exp.harness.execute import encode
+    from bild_exp.harness.models import load_pair
+    from tests.test_sweep import compose_sweep
+
+    cfg = compose_sweep(["+task=demo", "pair.device=cpu"])
+    task = task_from_config(cfg.task)
+    pair = load_pair(cfg.pair, ["aligned"])
+    items = encode(load_examples(task, "test", 10), pair.tokenizer, task, pair.device, "seq2seq")
+    for method, params in [
+        ("large", {}),
+        ("bild", {"fallback_threshold": 0.5, "rollback_threshold": 2.0}),
+        ("speculative", {"window": 5}),
+    ]:
+        for item in items:
+            common = {"large": pair.large, "small": pair.smalls["aligned"], **params}
+            eager = generate(method, input_ids=item.input_ids, max_new_tokens=64, **common)
+            compiled = generate(
+                method,
+                input_ids=item.input_ids,
+                max_new_tokens=64,
+                compile=True,
+                compile_mode="max-autotune",
+                **common,
+            )
+            assert compiled.tokens == eager.tokens and compiled.stats == eager.stats

@@ -215,3 +215,35 @@ def test_engine_compile_refuses_runs_without_a_compiled_path_before_loading(tmp_
     cfg = compose_sweep(["method=all", "engine.compile=true", f"results_dir={tmp_path}"])
     with pytest.raises(InvalidParameterError, match=r"^engine.compile=true is invalid for run"):
         sweep.run(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["engine.compile=true", "engine.compile_mode=fast"], r"^engine.compile_mode='fast'"),
+        (["engine.compile_mode=max-autotune"], r"^engine.compile_mode='max-autotune' is invalid"),
+    ],
+)
+def test_engine_compile_mode_errors_before_loading(tmp_path, overrides, message):
+    from bild_exp.decoding.params import InvalidParameterError
+
+    cfg = compose_sweep(["method=demo", *overrides, f"results_dir={tmp_path}"])
+    with pytest.raises(InvalidParameterError, match=message):
+        sweep.run(cfg)
+
+
+def test_compile_modes_never_share_a_results_folder(tiny_causal_pair, tmp_path):
+    """Eager, default-mode and max-autotune records have different folder fingerprints."""
+    from bild_exp.data.tasks import task_from_config
+    from bild_exp.harness.pipeline import compatibility
+
+    device = dict.fromkeys(
+        ["device_name", "torch", "transformers", "float32_matmul_precision"], "x"
+    ) | {"cuda_matmul_allow_tf32": False}
+    fingerprints = []
+    compiled = ["engine.compile=true"]
+    for extra in ([], compiled, [*compiled, "engine.compile_mode=max-autotune"]):
+        cfg = compose_sweep(causal_overrides(tiny_causal_pair, tmp_path, "method=demo", *extra))
+        fingerprints.append(compatibility(cfg, task_from_config(cfg.task), device, []))
+    assert len({str(sorted(f.items())) for f in fingerprints}) == 3
+    assert "engine_compile_mode" not in fingerprints[1]  # default-mode folders keep their key

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from bild_exp.decoding.compiled import static_length
+from bild_exp.decoding.compiled import compile_settings, static_length
 from bild_exp.decoding.result import start_sequence
 from bild_exp.decoding.runner import DecoderRunner, TokenSequence
 from bild_exp.timing import synchronize, timed
@@ -36,29 +37,39 @@ class CallTimes:
 
 
 def probe_length(
-    model: PreTrainedModel, input_ids: torch.Tensor, positions: int, compile: bool
+    model: PreTrainedModel, input_ids: torch.Tensor, positions: int, mode: str | None
 ) -> tuple[TokenSequence, int | None]:
     """The sequence a measurement decodes (``positions`` after the prefix) and its static
-    cache length (None on the eager path)."""
+    cache length (None on the eager path, ``mode`` None)."""
     sequence = start_sequence(model, input_ids, positions)
-    return sequence, static_length(sequence, compile)
+    return sequence, static_length(sequence, mode is not None)
+
+
+def path_settings(device: torch.device, mode: str | None):
+    """The compile mode's settings (:func:`compile_settings`), nothing on the eager path."""
+    return nullcontext() if mode is None else compile_settings(device, mode)
 
 
 def encoder_times(
-    model: PreTrainedModel, input_ids: torch.Tensor, static: int | None, repeats: int
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    static: int | None,
+    repeats: int,
+    mode: str | None = None,
 ) -> list[float]:
     """Seconds of ``repeats`` fresh runners (the encoder, once per example; on the compiled
     path also the static cache's reset)."""
     device = input_ids.device
-    return [
-        timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
-        for _ in range(repeats)
-    ]
+    with path_settings(device, mode):
+        return [
+            timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
+            for _ in range(repeats)
+        ]
 
 
 class CallProbe:
     """One model's decoder, primed with ``cached_length`` positions, ready to time forwards
-    over ``k`` new tokens (``compile``: on the compiled path, static cache and graphs).
+    over ``k`` new tokens (``mode``: None eager, else the compiled path in that mode).
 
     On the compiled path the probe uses the model's one static cache: no other runner of
     this model may start while the probe is in use."""
@@ -69,11 +80,12 @@ class CallProbe:
         input_ids: torch.Tensor,
         max_k: int,
         cached_length: int,
-        compile: bool,
+        mode: str | None,
     ):
-        self.device = input_ids.device
-        self.sequence, static = probe_length(model, input_ids, cached_length + max_k + 1, compile)
-        self.runner = DecoderRunner(model, input_ids, static_length=static)
+        self.device, self.mode = input_ids.device, mode
+        self.sequence, static = probe_length(model, input_ids, cached_length + max_k + 1, mode)
+        with path_settings(self.device, mode):
+            self.runner = DecoderRunner(model, input_ids, static_length=static)
         generator = torch.Generator().manual_seed(0)
         filler = torch.randint(
             3, model.config.vocab_size, (cached_length + max_k,), generator=generator
@@ -101,11 +113,11 @@ def measure_call_times(
     ks: Iterable[int],
     cached_length: int = 16,
     repeats: int = 7,
-    compile: bool = False,
+    mode: str | None = None,
 ) -> CallTimes:
     """Median time of a forward over k new tokens after ``cached_length`` cached positions
-    (``compile``: on the compiled path, static cache and compiled graphs)."""
-    return measure_paths(model, input_ids, ks, cached_length, repeats, 1, (compile,))[compile]
+    (``mode``: None eager, else the compiled path in that compile mode)."""
+    return measure_paths(model, input_ids, ks, cached_length, repeats, 1, (mode,))[mode]
 
 
 @torch.inference_mode()
@@ -116,10 +128,10 @@ def measure_paths(
     cached_length: int,
     repeats: int,
     rounds: int,
-    paths: tuple[bool, ...] = (False, True),
-) -> dict[bool, CallTimes]:
-    """:func:`measure_call_times` for the eager (False) and compiled (True) paths, measured
-    in ``rounds`` alternating blocks of ``repeats`` calls per path and k.
+    paths: tuple[str | None, ...] = (None, "default"),
+) -> dict[str | None, CallTimes]:
+    """:func:`measure_call_times` for each path (None: eager; else a compile mode),
+    measured in ``rounds`` alternating blocks of ``repeats`` calls per path and k.
 
     A shared machine's speed drifts over seconds (measured here: the same loop runs up to
     1.7x slower for a few seconds at a time): paths measured one after the other would
@@ -130,13 +142,13 @@ def measure_paths(
     positions = cached_length + max(ks) + 1
     statics = {path: probe_length(model, input_ids, positions, path)[1] for path in paths}
     for path in paths:  # untimed: the compiled path's first runner compiles its graphs
-        DecoderRunner(model, input_ids, static_length=statics[path])
-    encoders: dict[bool, list[float]] = {path: [] for path in paths}
+        encoder_times(model, input_ids, statics[path], 1, path)
+    encoders: dict[str | None, list[float]] = {path: [] for path in paths}
     for _ in range(rounds):  # before the probes: a new runner resets a compiled model's cache
         for path in paths:
-            encoders[path] += encoder_times(model, input_ids, statics[path], repeats)
+            encoders[path] += encoder_times(model, input_ids, statics[path], repeats, path)
     probes = {path: CallProbe(model, input_ids, max(ks), cached_length, path) for path in paths}
-    calls: dict[bool, dict[int, list[float]]] = {path: {k: [] for k in ks} for path in paths}
+    calls: dict[str | None, dict[int, list[float]]] = {p: {k: [] for k in ks} for p in paths}
     for _ in range(rounds):
         for k in ks:  # both paths' blocks for one k back to back: the same phase
             for path, probe in probes.items():

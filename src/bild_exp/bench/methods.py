@@ -30,6 +30,7 @@ class Contender:
     params: dict[str, Any] = field(default_factory=dict)
     engine: bool = True
     compile: bool = False  # the compiled path (engine) / HF's static cache + compile
+    compile_mode: str = "default"  # COMPILE_MODES (bench.compile_mode for the twins)
 
     def decode(
         self,
@@ -40,7 +41,9 @@ class Contender:
     ) -> GenerationResult:
         if not self.engine:
             stops = StopStrings.of(stop_strings, pair.tokenizer)
-            return hf_generate(pair.large, input_ids, max_new_tokens, stops, self.compile)
+            return hf_generate(
+                pair.large, input_ids, max_new_tokens, stops, self.compile, self.compile_mode
+            )
         small = pair.smalls.get(self.small_variant)
         large = None if self.method == "small" else pair.large
         return generate(
@@ -52,6 +55,7 @@ class Contender:
             stop_strings=stop_strings,
             tokenizer=pair.tokenizer,
             compile=self.compile,
+            compile_mode=self.compile_mode,
             **self.params,
         )
 
@@ -62,10 +66,16 @@ def hf_generate(
     max_new_tokens: int,
     stop_strings: StopStrings | None = None,
     compiled: bool = False,
+    compile_mode: str = "default",
 ) -> GenerationResult:
     """Vanilla large through HF ``generate`` (greedy), counted the same way as the engine."""
     tokens = hf_greedy_tokens(
-        model, input_ids, max_new_tokens, stop_strings=stop_strings, compiled=compiled
+        model,
+        input_ids,
+        max_new_tokens,
+        stop_strings=stop_strings,
+        compiled=compiled,
+        compile_mode=compile_mode,
     )
     return GenerationResult(tokens=tokens, from_large=[True] * len(tokens), stats={})
 
@@ -173,17 +183,17 @@ COMPILED_NAMES = {
 }
 
 
-def with_compiled_twins(chosen: list[Contender]) -> list[Contender]:
+def with_compiled_twins(chosen: list[Contender], mode: str = "default") -> list[Contender]:
     """Each contender followed by its compiled twin where one exists: the engine's methods
-    on the compiled path and HF generate with its own static cache and compilation (HF
-    assisted generation and the BiLD ablations stay eager)."""
+    on the compiled path and HF generate with its own static cache and compilation, both in
+    compile ``mode`` (HF assisted generation and the BiLD ablations stay eager)."""
     twins = []
     for contender in chosen:
         twins.append(contender)
         ablation = contender.name.startswith("BiLD no ")
         if contender.method in COMPILED_METHODS and not ablation:
             name = COMPILED_NAMES.get(contender.name, f"{contender.name} (compiled)")
-            twins.append(replace(contender, name=name, compile=True))
+            twins.append(replace(contender, name=name, compile=True, compile_mode=mode))
     return twins
 
 

@@ -29,6 +29,7 @@ from bild_exp.bench.cost_model import (
 from bild_exp.bench.methods import Contender, contenders, with_compiled_twins
 from bild_exp.bench.scale import length_table, worker_throughput
 from bild_exp.data.tasks import load_examples, task_from_config
+from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.harness.execute import EncodedExample, encode, output_text
 from bild_exp.harness.metrics import score
 from bild_exp.harness.models import LoadedPair, load_pair
@@ -144,10 +145,10 @@ def measure_pair_call_times(
     item: EncodedExample,
     repeats: int,
     rounds: int = 1,
-    compiled: bool = False,
-) -> dict[bool, dict[str, CallTimes]]:
+    modes: tuple[str, ...] = (),
+) -> dict[str | None, dict[str, CallTimes]]:
     """Per-call timings for every n_fed the run's calls used (at the median cached length),
-    by path (False: eager; True: compiled, when ``compiled``) and model. Both paths are
+    by path (None: eager; else each compile mode of ``modes``) and model. The paths are
     measured in ``rounds`` alternating blocks of ``repeats / rounds`` calls
     (:func:`measure_paths`)."""
     shapes = [
@@ -158,10 +159,10 @@ def measure_pair_call_times(
     ]
     ks = sorted({int(n) for n, _ in shapes if n <= 64} | {1, 11})
     cached = int(statistics.median(int(c) for _, c in shapes)) if shapes else 16
-    paths = (False, True) if compiled else (False,)
+    paths = (None, *modes)
     block = -(-repeats // rounds)
     models = {"large": pair.large, **pair.smalls}
-    times: dict[bool, dict[str, CallTimes]] = {path: {} for path in paths}
+    times: dict[str | None, dict[str, CallTimes]] = {path: {} for path in paths}
     for name, model in models.items():
         for path, call_times in measure_paths(
             model, item.input_ids, ks, cached, block, rounds, paths
@@ -176,6 +177,7 @@ def run(cfg: DictConfig) -> Path:
     task = task_from_config(cfg.task)
     metric, quality = task.metric, quality_column(task.metric, task.extra.get("quality"))
     check_settings(cfg)
+    compile_mode = check_compile_mode(bench.get("compile_mode", "default"), "bench.compile_mode")
     runs = plan_runs(cfg)
     if cfg.dry_run:
         print_plan(cfg, runs)
@@ -187,16 +189,19 @@ def run(cfg: DictConfig) -> Path:
     )
     compiled = bool(bench.get("compiled", False))
     if compiled:  # compiled twins, and the compile report
-        chosen = with_compiled_twins(chosen)
+        chosen = with_compiled_twins(chosen, compile_mode)
     pair = load_pair(cfg.pair, ["base", "aligned"])
     examples = load_examples(task, bench.split, bench.n_examples)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup, task.stop_strings)
+    # per-call times of the eager path, the twins' compile mode and the default one
+    modes = tuple(dict.fromkeys(["default", compile_mode])) if compiled else ()
     by_path = measure_pair_call_times(
-        pair, records, items[0], bench.call_repeats, bench.get("call_rounds", 1), compiled
+        pair, records, items[0], bench.call_repeats, bench.get("call_rounds", 1), modes
     )
-    times, compiled_times = by_path[False], by_path.get(True)
+    times, compiled_times = by_path[None], by_path.get(compile_mode)
+    twins = {c.name for c in chosen if c.compile}
     reference = records[records["method"] == chosen[0].name]
     table = pd.DataFrame(
         [
@@ -206,7 +211,9 @@ def run(cfg: DictConfig) -> Path:
                 metric,
                 quality,
                 bench.bootstrap_samples,
-                predicted_total(group, times),
+                predicted_total(
+                    group, compiled_times if group["method"].iloc[0] in twins else times
+                ),
             )
             for _, group in records.groupby("method", sort=False)
         ]
@@ -215,11 +222,12 @@ def run(cfg: DictConfig) -> Path:
     ideal = ideal_bild_speedup(times["large"], times["base"], max_small_steps)
     compile_section = (
         {
-            "times": compiled_times,
+            "mode": compile_mode,
+            "times": {mode: by_path[mode] for mode in modes},
             "ideal": ideal_bild_speedup(
                 compiled_times["large"], compiled_times["base"], max_small_steps
             ),
-            "report": compile_report(pair),
+            "report": {mode: compile_report(pair, mode) for mode in modes},
         }
         if compiled_times
         else None
@@ -276,42 +284,50 @@ def call_table(times: dict[str, CallTimes]) -> str:
 
 
 def compile_lines(eager: dict[str, CallTimes], section: dict) -> list[str]:
-    """The compiled path's per-call times next to the eager ones, its ceiling, and what
-    compiling cost (kept out of every timed example)."""
-    compiled: dict[str, CallTimes] = section["times"]
-    steps = pd.DataFrame(
-        {
-            name: {
-                "eager one-token step ms": 1000 * eager[name].call(1),
-                "compiled one-token step ms": 1000 * compiled[name].call(1),
-                "eager / compiled": eager[name].call(1) / compiled[name].call(1),
-            }
-            for name in compiled
+    """The compiled path's per-call times (each compile mode measured) next to the eager
+    ones, its ceiling, and what compiling cost (kept out of every timed example)."""
+    by_mode: dict[str, dict[str, CallTimes]] = section["times"]
+    rows = {"eager one-token step ms": {n: 1000 * t.call(1) for n, t in eager.items()}}
+    for mode, compiled in by_mode.items():
+        rows[f"{mode}: compiled one-token step ms"] = {
+            n: 1000 * t.call(1) for n, t in compiled.items()
         }
+        rows[f"{mode}: eager / compiled"] = {
+            n: eager[n].call(1) / t.call(1) for n, t in compiled.items()
+        }
+    steps = pd.DataFrame(rows).T
+    ratios = ", ".join(
+        f"{mode} {times['large'].call(1) / times['base'].call(1):.2f}x"
+        for mode, times in by_mode.items()
     )
-    ratio = {
-        "eager": eager["large"].call(1) / eager["base"].call(1),
-        "compiled": compiled["large"].call(1) / compiled["base"].call(1),
-    }
-    return [
+    mode = section["mode"]
+    lines = [
         "",
         "## Compiled path (static cache + torch.compile; per-call times measured in this run)",
         "",
-        "Eager and compiled calls are measured in alternating blocks (bench.call_rounds), so "
-        "that both paths meet the same drifts in the machine's speed.",
+        f"The compiled rows above ran in compile mode `{mode}` (bench.compile_mode; HF "
+        "generate's compiled baseline with the same inductor settings). Eager and compiled "
+        "calls are measured in alternating blocks (bench.call_rounds), so that every path "
+        "meets the same drifts in the machine's speed.",
         "",
         steps.round(3).to_markdown(),
         "",
-        f"Large / small one-token step ratio: eager {ratio['eager']:.2f}x, compiled "
-        f"{ratio['compiled']:.2f}x. Ideal BiLD speedup on the compiled path: "
-        f"{section['ideal']:.2f}x.",
-        "",
-        call_table(compiled),
-        "",
-        "Compilation (untimed warm-up):",
-        "",
-        pd.DataFrame(section["report"]).round(2).to_markdown(),
+        f"Large / small one-token step ratio: eager "
+        f"{eager['large'].call(1) / eager['base'].call(1):.2f}x, compiled {ratios}. Ideal "
+        f"BiLD speedup on the compiled path ({mode}): {section['ideal']:.2f}x.",
     ]
+    for name, times in by_mode.items():
+        lines += [
+            "",
+            f"Per-call times, compile mode `{name}`:",
+            "",
+            call_table(times),
+            "",
+            f"Compilation, compile mode `{name}` (untimed warm-up):",
+            "",
+            pd.DataFrame(section["report"][name]).round(2).to_markdown(),
+        ]
+    return lines
 
 
 def write_report(

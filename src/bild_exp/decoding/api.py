@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 from bild_exp.decoding.autoregressive import decode_autoregressive
 from bild_exp.decoding.bild import decode_bild
 from bild_exp.decoding.calm import check_calm_model, decode_calm
-from bild_exp.decoding.compiled import check_compilable, compile_settings
+from bild_exp.decoding.compiled import check_compilable, check_compile_mode, compile_settings
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import decode_hf_assisted
 from bild_exp.decoding.oracle import decode_oracle
@@ -139,6 +139,7 @@ def generate(
     stop_strings: Sequence[str] | None = None,
     tokenizer: Any = None,
     compile: bool = False,
+    compile_mode: str = "default",
     **params: Any,
 ) -> GenerationResult:
     """Generate one continuation (batch size 1) with a decoding method.
@@ -160,7 +161,11 @@ def generate(
             ends it.
         compile: run the compiled path (:mod:`bild_exp.decoding.compiled`): static caches and
             ``torch.compile``; same tokens and stats, the first call of each model compiles.
-            Methods large, small, bild, speculative, oracle on Llama-style models.
+            Methods large, small, bild, speculative, oracle on Llama-style models, T5/mT5
+            and BART.
+        compile_mode: with ``compile=True``, ``"default"`` (inductor's default mode on a
+            CPU, CUDA graphs on CUDA) or ``"max-autotune"`` (generated matmul kernels:
+            faster steps, several times longer first compilation).
         **params: the method's parameters (see ``bild_exp.decoding.params``), e.g.
             ``fallback_threshold``, ``rollback_threshold``, ``window``, ``sampling``,
             ``top_p``, ``temperature``, ``seed``.
@@ -171,6 +176,9 @@ def generate(
     method_params = validate(method, large, small, input_ids, max_new_tokens, params)
     if not isinstance(compile, bool):
         raise invalid("compile", compile, "True or False")
+    check_compile_mode(compile_mode)
+    if compile_mode != "default" and not compile:
+        raise invalid("compile_mode", compile_mode, "'default' unless compile=True")
     if compile:
         if not use_cache:
             raise invalid("use_cache", use_cache, "True with compile=True (a static cache)")
@@ -199,7 +207,7 @@ def generate(
         return decode_calm(large, input_ids, params=method_params, **common)
     # any graph compiled during this call (first use, a longer example) gets the compiled
     # path's inductor settings, which must be set while dynamo traces (weight freezing)
-    with compile_settings(device) if compile else contextlib.nullcontext():
+    with compile_settings(device, compile_mode) if compile else contextlib.nullcontext():
         return decode(method, large, small, input_ids, method_params, compile=compile, **common)
 
 

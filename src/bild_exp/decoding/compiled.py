@@ -33,6 +33,9 @@ from __future__ import annotations
 import copy
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +48,9 @@ from bild_exp.decoding.params import InvalidParameterError
 COMPILED_METHODS = ("large", "small", "bild", "speculative", "oracle")
 COMPILED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "t5", "mt5", "bart")
 CACHE_BUCKET = 128  # static caches hold a multiple of this many positions
+COMPILE_MODES = ("default", "max-autotune")
+# The mode runners started now compile with (set by compile_settings, e.g. in generate).
+_MODE: ContextVar[str] = ContextVar("bild_exp_compile_mode", default="default")
 
 
 def bucketed(length: int) -> int:
@@ -57,18 +63,37 @@ def static_length(sequence, compile: bool) -> int | None:
     return sequence.buffer.shape[1] if compile else None
 
 
-def inductor_options(device: torch.device) -> dict[str, object]:
-    """Inductor's settings: ``mode="reduce-overhead"``'s (CUDA graphs) on CUDA; elsewhere the
-    default mode with ``freezing`` (inference only: the engine decodes under
-    ``torch.inference_mode``)."""
+def check_compile_mode(mode: object, name: str = "compile_mode") -> str:
+    """``mode`` if it is one of :data:`COMPILE_MODES`, else a one-line error."""
+    if mode not in COMPILE_MODES:
+        raise InvalidParameterError(
+            f"{name}={mode!r} is invalid: accepted {', '.join(map(repr, COMPILE_MODES))}"
+        )
+    return mode
+
+
+def inductor_options(device: torch.device, mode: str = "default") -> dict[str, object]:
+    """Inductor's settings for a compile mode (:data:`COMPILE_MODES`).
+
+    ``default``: on CUDA ``mode="reduce-overhead"``'s options (CUDA graphs); elsewhere
+    inductor's default mode with ``freezing`` (inference only: the engine decodes under
+    ``torch.inference_mode``). ``max-autotune``: on CUDA that mode's options; elsewhere
+    freezing plus ``max_autotune``, which generates GEMM kernels for each matmul shape
+    (one-token matmuls included) instead of calling oneDNN/MKL: much faster steps on a CPU,
+    several times longer compilation (all of it in the untimed warm-up)."""
     from torch._inductor import list_mode_options
 
-    return list_mode_options("reduce-overhead") if device.type == "cuda" else {"freezing": True}
+    check_compile_mode(mode)
+    if device.type == "cuda":
+        return list_mode_options("reduce-overhead" if mode == "default" else "max-autotune")
+    return {"freezing": True, **({"max_autotune": True} if mode == "max-autotune" else {})}
 
 
-def compile_settings(device: torch.device):
-    """Inductor's settings (:func:`inductor_options`) for the duration of a block that may
-    compile, e.g. a compiled ``generate``.
+@contextmanager
+def compile_settings(device: torch.device, mode: str = "default") -> Iterator[None]:
+    """Compile with ``mode`` inside the block, e.g. a compiled ``generate``: the runners
+    started in it use that mode's graphs (:func:`compiled_model`), and inductor's settings
+    (:func:`inductor_options`) are set for any graph compiled in it.
 
     Set globally, not only passed to the backend: weight freezing decides at *tracing* time,
     in dynamo, whether parameters become graph constants; given only as options (to
@@ -76,7 +101,12 @@ def compile_settings(device: torch.device):
     weights as inputs (checked in ``tests/test_compiled.py``)."""
     import torch._inductor.config
 
-    return torch._inductor.config.patch(inductor_options(device))
+    token = _MODE.set(check_compile_mode(mode))
+    try:
+        with torch._inductor.config.patch(inductor_options(device, mode)):
+            yield
+    finally:
+        _MODE.reset(token)
 
 
 def weights_signature(model: PreTrainedModel) -> tuple[tuple[int, int], ...]:
@@ -168,6 +198,7 @@ class CompiledModel:
     cache: StaticCache
     forward: object  # the compiled step(model, inputs) (set once the entry exists)
     weights: tuple = ()  # weights_signature(model) when compiled
+    mode: str = "default"  # COMPILE_MODES
     n_graphs: int = 0  # graphs compiled for this model (counted by its backend)
     compile_s: float = 0.0  # time spent in calls that compiled a graph
     n_calls: int = 0
@@ -231,7 +262,7 @@ class CompiledModel:
         # (Patched here, not per call: the patch costs ~0.1 ms, a small model's whole step.)
         with (
             torch._dynamo.config.patch(automatic_dynamic_shapes=False),
-            compile_settings(self.model.device),
+            compile_settings(self.model.device, self.mode),
         ):
             self.compile_shapes(lengths)
         self.reset()
@@ -258,31 +289,38 @@ class CompiledModel:
         set_cached_length(self.cache, 0)
 
 
-_COMPILED: weakref.WeakKeyDictionary[PreTrainedModel, CompiledModel] = weakref.WeakKeyDictionary()
+# Each model's compiled entries, by compile mode.
+_COMPILED: weakref.WeakKeyDictionary[PreTrainedModel, dict[str, CompiledModel]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def compiled_model(model: PreTrainedModel, length: int) -> CompiledModel:
-    """The model's :class:`CompiledModel` with room for ``length`` positions (callers
-    start each example with :meth:`CompiledModel.example_cache`).
+    """The model's :class:`CompiledModel` for the current compile mode (set by
+    :func:`compile_settings`; ``default`` otherwise) with room for ``length`` positions
+    (callers start each example with :meth:`CompiledModel.example_cache`).
 
     The first use compiles (and warms up) the graphs; a longer example grows the cache to
     the next multiple of :data:`CACHE_BUCKET`, which recompiles once for the new shape.
     """
-    entry = _COMPILED.get(model)
+    mode = _MODE.get()
+    entries = _COMPILED.setdefault(model, {})
+    entry = entries.get(mode)
     capacity = bucketed(length)
     weights = weights_signature(model)
     if entry is None or entry.weights != weights:  # new, or its weights changed since
         # Room for graphs (and graph breaks) before dynamo gives up and runs eagerly.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         previous = entry
-        entry = CompiledModel(model, capacity, static_cache(model, capacity), None, weights)
+        entry = CompiledModel(
+            model, capacity, static_cache(model, capacity), None, weights, mode=mode
+        )
         if previous is not None:  # the stats stay the model's, across recompilations
             entry.n_graphs, entry.compile_s = previous.n_graphs, previous.compile_s
             entry.n_calls = previous.n_calls
-        entry.forward = torch.compile(
-            own_step_function(), backend=counting_backend(entry, inductor_options(model.device))
-        )
-        _COMPILED[model] = entry
+        options = inductor_options(model.device, mode)
+        entry.forward = torch.compile(own_step_function(), backend=counting_backend(entry, options))
+        entries[mode] = entry
         entry.warm_up()
     elif entry.capacity < length:  # a longer example: a larger cache, recompiled once
         entry.capacity, entry.cache = capacity, static_cache(model, capacity)
@@ -316,13 +354,13 @@ def counting_backend(entry: CompiledModel, options: dict[str, object]):
     return backend
 
 
-def compile_stats(model: PreTrainedModel) -> dict[str, float]:
-    """Graphs compiled, seconds spent compiling and compiled calls for ``model`` so far."""
-    entry = _COMPILED.get(model)
-    if entry is None:
-        return {"n_graphs": 0, "compile_s": 0.0, "n_compiled_calls": 0}
+def compile_stats(model: PreTrainedModel, mode: str | None = None) -> dict[str, float]:
+    """Graphs compiled, seconds spent compiling and compiled calls for ``model`` so far, in
+    ``mode`` (None: every mode)."""
+    entries = _COMPILED.get(model, {})
+    chosen = [e for m, e in entries.items() if mode is None or m == mode]
     return {
-        "n_graphs": entry.n_graphs,
-        "compile_s": entry.compile_s,
-        "n_compiled_calls": entry.n_calls,
+        "n_graphs": sum(e.n_graphs for e in chosen),
+        "compile_s": sum(e.compile_s for e in chosen),
+        "n_compiled_calls": sum(e.n_calls for e in chosen),
     }

@@ -109,23 +109,24 @@ def hf_greedy_tokens(
     exact_length: bool = False,
     stop_strings: StopStrings | None = None,
     compiled: bool = False,
+    compile_mode: str = "default",
 ) -> list[int]:
     """Plain HF ``generate`` greedy output (generated tokens only): the reference the engine
     must match, and the ``vanilla large (HF generate)`` baseline. ``exact_length`` forbids
     stopping before ``max_new_tokens``; ``stop_strings`` are HF's to stop on, and its
     output is cut by the engine's rule. ``compiled``: a static cache and HF's own
-    compilation of the forward (a ``CompileConfig``), the fair counterpart of the engine's
-    compiled path. On a CPU its graphs hold frozen weights: a model changed in place after
+    compilation of the forward (a ``CompileConfig``) in ``compile_mode``, the fair
+    counterpart of the engine's compiled path. On a CPU its graphs hold frozen weights: a model changed in place after
     its first compiled call needs ``torch._dynamo.reset()`` (the engine checks this itself)."""
     cache = (
         {
             "past_key_values": generation_cache(model, input_ids, max_new_tokens),
-            "compile_config": hf_compile_config(model),
+            "compile_config": hf_compile_config(model, compile_mode),
         }
         if compiled
         else {"past_key_values": empty_cache(model)}
     )
-    with compile_settings(model.device) if compiled else nullcontext():
+    with compile_settings(model.device, compile_mode) if compiled else nullcontext():
         tokens = model.generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),
@@ -139,7 +140,7 @@ def hf_greedy_tokens(
     return clip_at_stop(tokens, stop_strings)
 
 
-def hf_compile_config(model: PreTrainedModel):
+def hf_compile_config(model: PreTrainedModel, mode: str = "default"):
     """HF generate's compilation settings, the engine's own (``inductor_options``): CUDA
     graphs on CUDA, weight freezing elsewhere (HF compiles only on accelerators unless told
     to compile on every device). Freezing also needs :func:`compile_settings` around the
@@ -147,7 +148,7 @@ def hf_compile_config(model: PreTrainedModel):
     from transformers import CompileConfig
 
     # torch.compile takes a mode or options, not both: the options of the engine's mode
-    config = CompileConfig(mode=None, options=inductor_options(model.device))
+    config = CompileConfig(mode=None, options=inductor_options(model.device, mode))
     config._compile_all_devices = True  # noqa: SLF001 - HF's documented switch for CPUs
     return config
 

@@ -97,8 +97,10 @@ def decode_once(
     input_ids: torch.Tensor,
     max_new_tokens: int,
     stop_strings: list[str] | None = None,
-    compile: bool = False,
+    compile_mode: str | None = None,
 ):
+    """One example decoded by ``run`` (``compile_mode``: None for the eager engine, else
+    the compiled path in that mode)."""
     large, small = pair.models_for(run.method, run.small_variant)
     return generate(
         run.method,
@@ -108,7 +110,8 @@ def decode_once(
         max_new_tokens=max_new_tokens,
         stop_strings=stop_strings,
         tokenizer=pair.tokenizer,
-        compile=compile,
+        compile=compile_mode is not None,
+        compile_mode=compile_mode or "default",
         **run.params,
     )
 
@@ -185,14 +188,14 @@ def execute_run(
     warmup: int,
     on_example: Callable[[], None] = lambda: None,
     stop_strings: list[str] | None = None,
-    compile: bool = False,
+    compile_mode: str | None = None,
 ) -> int:
     """Decode every example of ``items`` not yet in ``store``; return how many were decoded.
     Call it holding ``store.lock(run.config_id)``: once every example is stored, it compacts
     the configuration's parts into one.
 
-    ``compile``: the compiled engine path; at least one untimed warm-up example runs, so
-    that compilation never falls inside a timed example."""
+    ``compile_mode``: the compiled engine path in that mode (None: eager); at least one
+    untimed warm-up example runs, so that compilation never falls inside a timed example."""
     done = store.done_keys(run.config_id)
     todo = [item for item in items if (run.config_id, item.example.id) not in done]
     for _ in range(len(items) - len(todo)):
@@ -201,14 +204,14 @@ def execute_run(
         store.compact(run.config_id)  # a run killed after its last part was not compacted
         return 0
     store.save_examples([example_row(item.example) for item in items])
-    for item in items[: max(warmup, 1 if compile else 0)]:
-        decode_once(run, pair, item.input_ids, max_new_tokens, stop_strings, compile)
+    for item in items[: max(warmup, 0 if compile_mode is None else 1)]:
+        decode_once(run, pair, item.input_ids, max_new_tokens, stop_strings, compile_mode)
     buffer = []
     try:
         for item in todo:
             result, seconds = timed(
                 lambda item=item: decode_once(
-                    run, pair, item.input_ids, max_new_tokens, stop_strings, compile
+                    run, pair, item.input_ids, max_new_tokens, stop_strings, compile_mode
                 ),
                 pair.device,
             )

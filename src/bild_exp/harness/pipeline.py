@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from bild_exp.data.tasks import DataError, Example, TaskSpec, load_examples, task_from_config
-from bild_exp.decoding.compiled import COMPILED_METHODS, compile_stats
+from bild_exp.decoding.compiled import COMPILED_METHODS, check_compile_mode, compile_stats
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import Interrupted
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
@@ -190,19 +190,28 @@ def compatibility(
         "max_new_tokens": cfg.max_new_tokens or task.max_new_tokens,
         "max_source_length": task.max_source_length,
         **{name: cfg.pair.get(name) for name, used in uses.items() if used},
-        # compiled and eager timings never share a folder (eager folders keep their key)
+        # compiled and eager timings never share a folder (eager folders keep their key),
+        # nor do two compile modes (default-mode folders keep theirs)
         **({"engine_compile": True} if engine_compile(cfg) else {}),
+        **(
+            {"engine_compile_mode": engine_compile(cfg)}
+            if engine_compile(cfg) not in (None, "default")
+            else {}
+        ),
     }
 
 
-def compile_report(pair: LoadedPair) -> dict[str, dict[str, float]]:
-    """Graphs compiled, compile seconds and compiled calls of each model of the pair."""
+def compile_report(pair: LoadedPair, mode: str | None = None) -> dict[str, dict[str, float]]:
+    """Graphs compiled, compile seconds and compiled calls of each model of the pair (in
+    compile ``mode``; None: every mode)."""
     models = {"large": pair.large, **{f"small/{name}": m for name, m in pair.smalls.items()}}
-    return {name: compile_stats(model) for name, model in models.items() if model is not None}
+    return {name: compile_stats(model, mode) for name, model in models.items() if model is not None}
 
 
-def engine_compile(cfg: DictConfig) -> bool:
-    return bool((cfg.get("engine") or {}).get("compile", False))
+def engine_compile(cfg: DictConfig) -> str | None:
+    """The compile mode of ``engine.compile=true`` (``engine.compile_mode``), else None."""
+    engine = cfg.get("engine") or {}
+    return engine.get("compile_mode", "default") if engine.get("compile", False) else None
 
 
 def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
@@ -212,6 +221,13 @@ def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
     if not isinstance(compile, bool):
         raise InvalidParameterError(
             f"engine.compile={compile!r} is invalid: accepted true or false"
+        )
+    mode = (cfg.get("engine") or {}).get("compile_mode", "default")
+    check_compile_mode(mode, "engine.compile_mode")
+    if mode != "default" and not compile:
+        raise InvalidParameterError(
+            f"engine.compile_mode={mode!r} is invalid with engine.compile=false: accepted "
+            "'default', or engine.compile=true"
         )
     if not compile:
         return
@@ -312,7 +328,9 @@ def sweep_on_device(
     manifest = build_manifest(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
-    if engine_compile(cfg):  # compile time is kept out of every timed example; here it is
+    if (
+        engine_compile(cfg) is not None
+    ):  # compile time is kept out of every timed example; here it is
         manifest["compile"] = compile_report(pair)
     record_dirs = store.data_dirs + baselines.data_dirs
     write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs)
