@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, StoppingCriteriaList, StopStringCriteria
 
-from bild_exp.decoding.compiled import compile_settings, generation_cache, inductor_options
+from bild_exp.decoding.compiled import generation_cache, inductor_options
 from bild_exp.decoding.params import HfAssistedParams
 from bild_exp.decoding.result import GenerationResult, decoder_prefix
 from bild_exp.decoding.runner import StopStrings, empty_cache
@@ -116,8 +116,8 @@ def hf_greedy_tokens(
     stopping before ``max_new_tokens``; ``stop_strings`` are HF's to stop on, and its
     output is cut by the engine's rule. ``compiled``: a static cache and HF's own
     compilation of the forward (a ``CompileConfig``) in ``compile_mode``, the fair
-    counterpart of the engine's compiled path. On a CPU its graphs hold frozen weights: a model changed in place after
-    its first compiled call needs ``torch._dynamo.reset()`` (the engine checks this itself)."""
+    counterpart of the engine's compiled path (without weight freezing: see
+    :func:`hf_compile_config`)."""
     cache = (
         {
             "past_key_values": generation_cache(model, input_ids, max_new_tokens),
@@ -126,29 +126,31 @@ def hf_greedy_tokens(
         if compiled
         else {"past_key_values": empty_cache(model)}
     )
-    with compile_settings(model.device, compile_mode) if compiled else nullcontext():
-        tokens = model.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens if exact_length else None,
-            **cache,
-            **stop_kwargs(stop_strings),
-        )[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
+    tokens = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens if exact_length else None,
+        **cache,
+        **stop_kwargs(stop_strings),
+    )[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
     return clip_at_stop(tokens, stop_strings)
 
 
 def hf_compile_config(model: PreTrainedModel, mode: str = "default"):
-    """HF generate's compilation settings, the engine's own (``inductor_options``): CUDA
-    graphs on CUDA, weight freezing elsewhere (HF compiles only on accelerators unless told
-    to compile on every device). Freezing also needs :func:`compile_settings` around the
-    ``generate`` call that compiles."""
+    """HF generate's compilation settings: the engine's (``inductor_options``: CUDA graphs
+    on CUDA, generated matmul kernels in ``max-autotune``) less weight freezing. HF
+    ``generate`` makes a static cache per call and marks its tensors static, so freezing
+    would make the first call's cache a graph constant (measured: the next call with a
+    cache of another length fails). HF compiles only on accelerators unless told to
+    compile on every device."""
     from transformers import CompileConfig
 
+    options = {k: v for k, v in inductor_options(model.device, mode).items() if k != "freezing"}
     # torch.compile takes a mode or options, not both: the options of the engine's mode
-    config = CompileConfig(mode=None, options=inductor_options(model.device, mode))
+    config = CompileConfig(mode=None, options=options)
     config._compile_all_devices = True  # noqa: SLF001 - HF's documented switch for CPUs
     return config
 
