@@ -306,7 +306,8 @@ def compile_lines(eager: dict[str, CallTimes], section: dict) -> list[str]:
         "## Compiled path (static cache + torch.compile; per-call times measured in this run)",
         "",
         f"The compiled rows above ran in compile mode `{mode}` (bench.compile_mode; HF "
-        "generate's compiled baseline with the same inductor settings). Eager and compiled "
+        "generate's compiled baseline with the same inductor settings less weight freezing, "
+        "which its per-call static caches do not allow). Eager and compiled "
         "calls are measured in alternating blocks (bench.call_rounds), so that every path "
         "meets the same drifts in the machine's speed.",
         "",
