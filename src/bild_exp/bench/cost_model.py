@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,11 +44,6 @@ def probe_length(
     return sequence, static_length(sequence, mode is not None)
 
 
-def path_settings(device: torch.device, mode: str | None):
-    """The compile mode's settings (:func:`compile_settings`), nothing on the eager path."""
-    return nullcontext() if mode is None else compile_settings(device, mode)
-
-
 def encoder_times(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -60,7 +54,7 @@ def encoder_times(
     """Seconds of ``repeats`` fresh runners (the encoder, once per example; on the compiled
     path also the static cache's reset)."""
     device = input_ids.device
-    with path_settings(device, mode):
+    with compile_settings(device, mode):
         return [
             timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
             for _ in range(repeats)
@@ -84,7 +78,7 @@ class CallProbe:
     ):
         self.device, self.mode = input_ids.device, mode
         self.sequence, static = probe_length(model, input_ids, cached_length + max_k + 1, mode)
-        with path_settings(self.device, mode):
+        with compile_settings(self.device, mode):
             self.runner = DecoderRunner(model, input_ids, static_length=static)
         generator = torch.Generator().manual_seed(0)
         filler = torch.randint(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -207,7 +206,7 @@ def generate(
         return decode_calm(large, input_ids, params=method_params, **common)
     # any graph compiled during this call (first use, a longer example) gets the compiled
     # path's inductor settings, which must be set while dynamo traces (weight freezing)
-    with compile_settings(device, compile_mode) if compile else contextlib.nullcontext():
+    with compile_settings(device, compile_mode if compile else None):
         return decode(method, large, small, input_ids, method_params, compile=compile, **common)
 
 

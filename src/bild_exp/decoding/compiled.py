@@ -90,10 +90,11 @@ def inductor_options(device: torch.device, mode: str = "default") -> dict[str, o
 
 
 @contextmanager
-def compile_settings(device: torch.device, mode: str = "default") -> Iterator[None]:
+def compile_settings(device: torch.device, mode: str | None = "default") -> Iterator[None]:
     """Compile with ``mode`` inside the block, e.g. a compiled ``generate``: the runners
     started in it use that mode's graphs (:func:`compiled_model`), and inductor's settings
-    (:func:`inductor_options`) are set for any graph compiled in it.
+    (:func:`inductor_options`) are set for any graph compiled in it. ``mode`` None (the
+    eager path): nothing changes.
 
     Set globally, not only passed to the backend: weight freezing decides at *tracing* time,
     in dynamo, whether parameters become graph constants; given only as options (to
@@ -101,6 +102,9 @@ def compile_settings(device: torch.device, mode: str = "default") -> Iterator[No
     weights as inputs (checked in ``tests/test_compiled.py``)."""
     import torch._inductor.config
 
+    if mode is None:
+        yield
+        return
     token = _MODE.set(check_compile_mode(mode))
     try:
         with torch._inductor.config.patch(inductor_options(device, mode)):
