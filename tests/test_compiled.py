@@ -102,8 +102,8 @@ def test_rollback_reads_no_stale_cache_position(llama_pair):
     with (
         torch.inference_mode()
     ):  # as generate runs (the static cache's tensors are inference tensors)
-        large(input_ids=ids, past_key_values=reference)
-        expected = large(input_ids=torch.tensor([[9]]), past_key_values=reference).logits[0]
+        large(input_ids=ids, cache=reference)
+        expected = large(input_ids=torch.tensor([[9]]), cache=reference).logits[0]
         entry = compiled_model(large, ids.shape[1] + 8)
         cache = entry.example_cache()
         entry.run(ids, cache, prefill=True, keep=1)

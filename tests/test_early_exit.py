@@ -163,7 +163,7 @@ def test_shared_cache_holds_real_keys_and_values_in_every_layer(family):
         result = decoder.run()
     assert result.stats["n_rollbacks"] > 0 and result.stats["n_large_calls"] > 0
     assert small_runner.cache is large_runner.cache
-    reference = full_forward(model, ids, result.tokens).past_key_values
+    reference = full_forward(model, ids, result.tokens).cache
     layers = self_attention_layers(large_runner.cache)
     reference_layers = self_attention_layers(reference)
     assert len(layers) == EARLY_EXIT_DEPTH

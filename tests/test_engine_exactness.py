@@ -144,7 +144,7 @@ def test_t5_with_more_decoder_than_encoder_layers():
     ids = torch.tensor([[5, 6, 7, 9, 12]])
     reference = large.generate(ids, max_new_tokens=10, use_cache=False)[0, 1:].tolist()
     assert (
-        large.generate(ids, max_new_tokens=10, past_key_values=empty_cache(large))[0, 1:].tolist()
+        large.generate(ids, max_new_tokens=10, cache=empty_cache(large))[0, 1:].tolist()
         == reference
     )
     common = {"large": large, "small": small, "input_ids": ids, "max_new_tokens": 10}

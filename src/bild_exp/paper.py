@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bild_exp import plots
+from bild_exp.console import library_output_to_log
 from bild_exp.data.tasks import DataError
 from bild_exp.errors import one_line_errors
 from bild_exp.harness.report import TABLE_COLUMNS
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.debug:
         os.environ["BILD_DEBUG"] = "1"
-    with one_line_errors("bild_exp.paper"):
+    log_file = args.results_dir / args.experiment / "paper.log"
+    with one_line_errors("bild_exp.paper"), library_output_to_log(log_file):
         write_comparison(args.experiment, args.results_dir)
 
 

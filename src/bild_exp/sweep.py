@@ -15,6 +15,7 @@ from importlib import resources
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bild_exp.console import library_output_to_log
 from bild_exp.errors import one_line_errors
 from bild_exp.harness.pipeline import (
     SweepOutcome,
@@ -57,7 +58,7 @@ def run(cfg: DictConfig) -> SweepOutcome | None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sweep")
 def main(cfg: DictConfig) -> None:
-    with one_line_errors("bild_exp.sweep"):
+    with one_line_errors("bild_exp.sweep"), library_output_to_log():
         run(cfg)
 
 

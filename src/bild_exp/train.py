@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from bild_exp.console import library_output_to_log
 from bild_exp.data.tasks import load_examples, resolve_path, task_from_config
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import one_line_errors
@@ -118,7 +119,7 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    with one_line_errors("bild_exp.train", lambda: interrupted_note(cfg)):
+    with one_line_errors("bild_exp.train", lambda: interrupted_note(cfg)), library_output_to_log():
         run(cfg)
 
 

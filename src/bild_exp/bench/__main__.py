@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from bild_exp.bench.run import run
+from bild_exp.console import library_output_to_log
 from bild_exp.errors import one_line_errors
 from bild_exp.sweep import with_default_task
 
@@ -13,7 +14,7 @@ from bild_exp.sweep import with_default_task
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     note = "the selection sweep's records are saved; the same command resumes it, then reruns the head-to-head"
-    with one_line_errors("bild_exp.bench", lambda: note):
+    with one_line_errors("bild_exp.bench", lambda: note), library_output_to_log():
         run(with_default_task(cfg))
 
 

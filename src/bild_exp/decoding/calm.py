@@ -81,13 +81,13 @@ class T5Steps:
             self.encoder_states,
             None,
             state["cross_bias"],
-            past_key_values=cache,
+            cache=cache,
         )
         return hidden
 
     def propagate(self, index: int, hidden: torch.Tensor, state: dict, cache: Any) -> None:
         self.layers[index].layer[0](
-            hidden, attention_mask=None, position_bias=state["bias"], past_key_values=cache
+            hidden, attention_mask=None, position_bias=state["bias"], cache=cache
         )
 
 
@@ -109,7 +109,7 @@ class LlamaSteps:
             state["hidden"],
             attention_mask=state["mask"],
             position_ids=state["positions"],
-            past_key_values=cache,
+            cache=cache,
             position_embeddings=state["rotary"],
         )
 
@@ -119,7 +119,7 @@ class LlamaSteps:
             hidden_states=layer.input_layernorm(hidden),
             attention_mask=None,
             position_ids=state["positions"],
-            past_key_values=cache,
+            cache=cache,
             position_embeddings=state["rotary"],
         )
 

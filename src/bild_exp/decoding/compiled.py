@@ -251,10 +251,10 @@ class CompiledModel:
             return {
                 "encoder_outputs": encoder_outputs,
                 "decoder_input_ids": tokens,
-                "past_key_values": cache,
+                "cache": cache,
                 "use_cache": True,
             }
-        return {"input_ids": tokens, "past_key_values": cache, "use_cache": True}
+        return {"input_ids": tokens, "cache": cache, "use_cache": True}
 
     def warm_up(self) -> None:
         """Compile the one-token and the multi-token graphs now, outside any timed region

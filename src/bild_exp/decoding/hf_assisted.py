@@ -92,7 +92,7 @@ def decode_hf_assisted(
             assistant_model=small,
             max_new_tokens=max_new_tokens,
             num_beams=1,
-            past_key_values=empty_cache(large),
+            cache=empty_cache(large),
             **sampling_kwargs,
             **stop_kwargs(stop_strings),
         )
@@ -120,11 +120,11 @@ def hf_greedy_tokens(
     :func:`hf_compile_config`)."""
     cache = (
         {
-            "past_key_values": generation_cache(model, input_ids, max_new_tokens),
+            "cache": generation_cache(model, input_ids, max_new_tokens),
             "compile_config": hf_compile_config(model, compile_mode),
         }
         if compiled
-        else {"past_key_values": empty_cache(model)}
+        else {"cache": empty_cache(model)}
     )
     tokens = model.generate(
         input_ids,

@@ -21,15 +21,11 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 
 from bild_exp.decoding.compiled import compiled_model, set_cached_length
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.layers import decoder_depth
-
-# transformers < 5.20 takes the final length (``crop(max_length)``); newer releases take a
-# negative count of positions to drop (``crop(tokens_to_remove)``). Checked once, not per crop.
-CROP_TAKES_COUNT = "tokens_to_remove" in inspect.signature(DynamicLayer.crop).parameters
 
 
 def self_attention_layers(cache: Cache) -> list:
@@ -47,11 +43,11 @@ def crop_cache(cache: Cache, keep_length: int) -> None:
     for layer in self_attention_layers(cache):
         n_remove = layer.get_seq_length() - keep_length
         if n_remove > 0:
-            layer.crop(-n_remove if CROP_TAKES_COUNT else keep_length)
+            layer.crop(-n_remove)  # a negative count: positions to drop
 
 
 def empty_cache(model: PreTrainedModel) -> Cache:
-    """A cache that grows one layer at a time, for ``model.generate(past_key_values=...)``.
+    """A cache that grows one layer at a time, for ``model.generate(cache=...)``.
 
     HF generate otherwise pre-sizes the cache from ``num_hidden_layers``, which T5 maps to
     the *encoder* depth: a model with more decoder than encoder layers then fails.
@@ -150,15 +146,13 @@ class DecoderRunner:
             out = self.model(
                 encoder_outputs=self.encoder_outputs,
                 decoder_input_ids=tokens,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=self.use_cache,
             )
         elif self.trims_logits and 0 < keep < tokens.shape[1]:
-            out = self.model(
-                input_ids=tokens, past_key_values=cache, use_cache=True, logits_to_keep=keep
-            )
+            out = self.model(input_ids=tokens, cache=cache, use_cache=True, logits_to_keep=keep)
         else:
-            out = self.model(input_ids=tokens, past_key_values=cache, use_cache=self.use_cache)
+            out = self.model(input_ids=tokens, cache=cache, use_cache=self.use_cache)
         return out.logits[0]
 
     def truncate(self, valid_length: int) -> None:

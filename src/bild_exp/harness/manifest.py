@@ -8,6 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bild_exp.lockfile import lock_report
+
 LIBRARIES = (
     "torch",
     "transformers",
@@ -51,6 +53,7 @@ def build_manifest(
     return {
         "git_commit": git_commit(),
         "libraries": library_versions(),
+        "lock": lock_report(),
         "device": device,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "dataset_fingerprint": dataset_fingerprint,

@@ -29,6 +29,9 @@ def log_sweep(
         return None
     import wandb
 
+    # silent here, not only in init's settings: W&B's terminal messages (artifact uploads)
+    # follow the settings of wandb.setup, which init would otherwise call with defaults
+    wandb.setup(settings=wandb.Settings(silent=True))
     run = wandb.init(
         project=cfg.logger.get("project") or "bild-exp",
         entity=cfg.logger.get("entity"),

@@ -51,7 +51,7 @@ def large_greedy_outputs(
         do_sample=False,
         num_beams=1,
         max_new_tokens=max_new_tokens,
-        past_key_values=empty_cache(large),
+        cache=empty_cache(large),
     )
     return tokenizer.batch_decode(output, skip_special_tokens=True)
 
