@@ -31,7 +31,11 @@ def test_bootstrap_interval_contains_the_point_estimate():
     assert low <= reference.sum() / mine.sum() <= high
 
 
-def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):
+# max-autotune's generated kernels take minutes to tune on a cold machine: a slow test.
+@pytest.mark.parametrize(
+    "compile_mode", ["default", pytest.param("max-autotune", marks=pytest.mark.slow)]
+)
+def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path, compile_mode):
     overrides = tiny_overrides(tiny_assets, tmp_path, "pair.small_variants=[base,aligned]")
     overrides = [o for o in overrides if not o.startswith("data.limit")]
     overrides += [
@@ -48,6 +52,7 @@ def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):
         "bench.scale_examples=2",
         "bench.engine_section=false",
         f"bench.output_dir={tmp_path / 'bench'}",
+        f"bench.compile_mode={compile_mode}",
         "task.split=test",
         "+task.data_files.test=${task.data_files.validation}",
     ]
@@ -77,9 +82,9 @@ def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path):
         "Ideal BiLD speedup",
         "output length",
         "joblib workers",
-        "compile mode `max-autotune`",  # bench.compile_mode's twins
+        f"compile mode `{compile_mode}`",  # bench.compile_mode's twins
         "default: compiled one-token step ms",  # and the default mode's per-call times
-        "max-autotune: eager / compiled",
+        f"{compile_mode}: eager / compiled",
     ):
         assert heading in report
     compiled = table[table["method"].str.endswith("(compiled)")]

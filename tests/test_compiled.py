@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from bild_exp.decoding import InvalidParameterError, generate
 from bild_exp.decoding.compiled import compile_stats, compiled_model
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from tests.tiny_models import prompt, tiny_model, tiny_pair
+from tests.tiny_models import deep_decoder_t5, prompt, tiny_model, tiny_pair
 
 MAX_NEW = 24
 METHODS = [
@@ -29,11 +28,10 @@ METHODS = [
 COMPILED_FAMILIES = ("llama", "t5", "bart")
 
 
-@functools.cache
-def shared_pair(family: str):
-    """One pair per family for the method-by-method exactness tests: its graphs compile
-    once and every method then runs on them, as in a sweep."""
-    return tiny_pair(family, seed=0)
+# tiny_pair(family, seed) returns the same model objects all session: their graphs compile
+# once (the first test that decodes with them) and every later test runs on them, as the
+# configurations of a sweep do. A new model of the same shapes and dtype shares inductor's
+# compiled kernels but is traced again, so tests use these pairs where they can.
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +61,7 @@ def both(method, large, small, ids, **params):
 @pytest.mark.parametrize(("method", "params"), METHODS, ids=lambda x: str(x))
 @pytest.mark.parametrize("family", COMPILED_FAMILIES)
 def test_compiled_equals_eager_token_for_token_and_every_stat(family, method, params):
-    large, small = shared_pair(family)
+    large, small = tiny_pair(family, seed=0)
     for seed in range(3):
         ids = prompt(family, seed, length=5 + 3 * seed)  # inputs of several lengths
         eager, compiled = both(method, large, small, ids, **params)
@@ -136,10 +134,10 @@ def graph_counts(family: str) -> dict:
     return {"first": first, "last": {name: compile_stats(m) for name, m in models.items()}}
 
 
-@pytest.mark.parametrize("family", COMPILED_FAMILIES)
-def test_graphs_are_bounded_and_compiled_before_the_first_timed_call(family):
-    # A process of its own, as a sweep runs: pytest's log capture changes what dynamo
-    # traces (it records extra graphs), which would not be the count a user gets.
+def test_graphs_are_bounded_and_compiled_before_the_first_timed_call():
+    # A process of its own, as a sweep runs: pytest's output and log capture change what
+    # dynamo traces (it records extra graphs), which would not be the count a user gets.
+    # One process for every family: it finds their kernels in inductor's on-disk cache.
     import json
     import os
     import subprocess
@@ -147,17 +145,20 @@ def test_graphs_are_bounded_and_compiled_before_the_first_timed_call(family):
 
     code = (
         "import json; from tests.test_compiled import graph_counts; "
-        f"print(json.dumps(graph_counts({family!r})))"
+        f"print(json.dumps({{f: graph_counts(f) for f in {COMPILED_FAMILIES!r}}}))"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    counts = json.loads(done.stdout.strip().splitlines()[-1])
-    for name, stats in counts["first"].items():
-        # one graph for one-token steps, one for every verification length
-        assert stats["n_graphs"] <= 2, counts
-        assert stats["compile_s"] > 0 and stats["n_compiled_calls"] > 0
-        assert counts["last"][name]["n_graphs"] == stats["n_graphs"]  # nothing compiles later
+    by_family = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(by_family) == sorted(COMPILED_FAMILIES)
+    for family, counts in by_family.items():
+        for name, stats in counts["first"].items():
+            # one graph for one-token steps, one for every verification length
+            assert stats["n_graphs"] <= 2, (family, counts)
+            assert stats["compile_s"] > 0 and stats["n_compiled_calls"] > 0
+            # nothing compiles later
+            assert counts["last"][name]["n_graphs"] == stats["n_graphs"], (family, counts)
 
 
 @pytest.mark.parametrize("method", ["calm", "hf_assisted"])
@@ -188,6 +189,23 @@ def test_models_without_a_compiled_path_are_one_line(llama_pair):
         generate("large", large=large, input_ids=prompt("llama", 0), use_cache=False, compile=True)
 
 
+def test_t5_with_more_decoder_than_encoder_layers_compiled_equals_eager():
+    """The demo large model's shape (more decoder than encoder layers: the static cache must
+    be sized from the decoder), at the tiny T5's width so it shares its compiled kernels."""
+    large = deep_decoder_t5()
+    _, small = tiny_pair("t5", seed=0)
+    for method, params in [
+        ("large", {}),
+        ("bild", {"fallback_threshold": 0.5, "rollback_threshold": 1.0}),
+        ("speculative", {"window": 3}),
+    ]:
+        for seed in range(2):
+            ids = prompt("t5", seed, length=5 + 3 * seed)
+            eager, compiled = both(method, large, small, ids, **params)
+            assert compiled.tokens == eager.tokens and compiled.stats == eager.stats
+
+
+@pytest.mark.slow
 def test_shipped_demo_pair_compiled_equals_eager():
     """The T5 demo pair (its large model has 8 decoder and 2 encoder layers: the static
     cache must be sized from the decoder) on real test sentences."""
@@ -211,28 +229,29 @@ def test_shipped_demo_pair_compiled_equals_eager():
             assert compiled.tokens == eager.tokens and compiled.stats == eager.stats
 
 
-@pytest.mark.parametrize("change", ["in_place", "replaced"])
-def test_weights_changed_after_compiling_are_used(change):
+def test_weights_changed_after_compiling_are_used():
     """On a CPU the compiled graph holds frozen weights: a model changed after compiling
-    (in place, as an optimizer step, or by assigning new tensors) is recompiled, so the
+    (in place, as an optimizer step, then by assigning a new tensor) is recompiled, so the
     compiled path keeps equalling the eager one. Float32, as real models: inductor packs
     float32 weights for oneDNN/MKL (a copy, blind to in-place changes), not float64 ones."""
     large = copy.deepcopy(tiny_pair("llama", seed=3)[0]).float()
     ids = prompt("llama", 0)
     before = decode("large", large, None, ids, compile=True)
-    with torch.no_grad():
-        weight = large.lm_head.weight
-        new = weight.flip(0)  # another token's row: the greedy output changes
-        if change == "in_place":
-            weight.copy_(new)
-        else:
-            large.lm_head.weight = torch.nn.Parameter(new.clone())
-    eager = decode("large", large, None, ids)
-    assert eager.tokens != before.tokens  # the change matters
-    assert decode("large", large, None, ids, compile=True).tokens == eager.tokens
+    for change in ("in_place", "replaced"):
+        with torch.no_grad():
+            weight = large.lm_head.weight
+            new = weight.roll(1, dims=0)  # another token's row: the greedy output changes
+            if change == "in_place":
+                weight.copy_(new)
+            else:
+                large.lm_head.weight = torch.nn.Parameter(new.clone())
+        eager = decode("large", large, None, ids)
+        assert eager.tokens != before.tokens, change  # the change matters
+        assert decode("large", large, None, ids, compile=True).tokens == eager.tokens, change
+        before = eager
 
 
-@pytest.mark.parametrize("family", ["llama", "t5"])
+@pytest.mark.parametrize("family", ["llama", pytest.param("t5", marks=pytest.mark.slow)])
 def test_hf_generate_compiled_baseline_equals_its_eager_run(family):
     """The bench's HF generate with static cache + compile (the engine's inductor settings
     but freezing), float32, over cache lengths 128, 256 and 128 again (with freezing, HF's
@@ -268,11 +287,44 @@ def test_cpu_graphs_hold_the_weights_as_frozen_constants(monkeypatch):
     assert weight_inputs == [0] * len(weight_inputs)
 
 
+def test_max_autotune_mode_reaches_inductor_and_keeps_its_own_graphs(monkeypatch):
+    """The compile mode's plumbing, without inductor's cost: each mode's graphs go to the
+    backend with that mode's options and are kept apart (compiling the captured graphs is
+    replaced by running them; the slow test below compiles them for real)."""
+    import torch._inductor.compile_fx as compile_fx_module
+
+    options_seen: list[dict] = []
+
+    def run_the_captured_graph(graph, example_inputs, config_patches=None, **kwargs):
+        options_seen.append(dict(config_patches or {}))
+        return graph.forward
+
+    monkeypatch.setattr(compile_fx_module, "compile_fx", run_the_captured_graph)
+    large = tiny_model("llama", seed=22, layers=1, width=32)  # a model of its own: fake graphs
+    small = tiny_model("llama", seed=23, layers=1, width=32)
+    ids = prompt("llama", 3)
+    eager = decode("speculative", large, small, ids, window=3)
+    for mode in ("default", "max-autotune"):
+        compiled = decode(
+            "speculative", large, small, ids, compile=True, compile_mode=mode, window=3
+        )
+        assert compiled.tokens == eager.tokens and compiled.stats == eager.stats
+    assert {options.get("max_autotune", False) for options in options_seen} == {False, True}
+    assert all(options.get("freezing") for options in options_seen)
+    for model in (large, small):
+        default, tuned = (compile_stats(model, mode) for mode in ("default", "max-autotune"))
+        assert 0 < default["n_graphs"] <= 2 and 0 < tuned["n_graphs"] <= 2
+        assert compile_stats(model)["n_graphs"] == default["n_graphs"] + tuned["n_graphs"]
+
+
+@pytest.mark.slow
 def test_max_autotune_mode_equals_eager_and_keeps_its_own_graphs():
     """compile_mode='max-autotune' (generated matmul kernels on a CPU): same tokens and
     stats as eager for BiLD and speculative decoding, in float32 (the kernels inductor
-    generates for real models), on graphs of its own next to the default mode's."""
-    large, small = (copy.deepcopy(m).float() for m in tiny_pair("llama", seed=0))
+    generates for real models), on graphs of its own next to the default mode's. Both
+    models have the tiny small model's shapes, so autotuning covers one set of matmuls."""
+    small = copy.deepcopy(tiny_pair("llama", seed=0)[1]).float()
+    large = tiny_model("llama", seed=21, layers=1, width=32).float()
     ids = prompt("llama", 3)
     for method, params in [
         ("bild", {"fallback_threshold": 0.5, "rollback_threshold": 1.0}),

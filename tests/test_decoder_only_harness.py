@@ -185,30 +185,6 @@ def test_agreement_scores_each_configuration_against_vanilla_large():
     assert by_config["B"] == pytest.approx(100 * (1 + 1 / 3) / 2)  # one exact, one 1-of-3 match
 
 
-def test_engine_compile_sweep_matches_eager_and_reports_compilation(tiny_causal_pair, tmp_path):
-    import json
-
-    methods = ["method=demo", "grid.fallback_threshold=[0.5]", "grid.rollback_threshold=[1.0]"]
-    methods += ["grid.window=[3]", "task.stop_strings=null"]
-    eager = sweep.run(compose_sweep(causal_overrides(tiny_causal_pair, tmp_path / "e", *methods)))
-    compiled = sweep.run(
-        compose_sweep(
-            causal_overrides(tiny_causal_pair, tmp_path / "c", *methods, "engine.compile=true")
-        )
-    )
-    key = ["config_id", "example_id"]
-    left = eager.records.set_index(key).sort_index()
-    right = compiled.records.set_index(key).sort_index()
-    for column in ("tokens", "n_large_calls", "n_small_calls", "n_fallbacks", "n_rollbacks"):
-        assert [list(v) if hasattr(v, "__len__") else v for v in left[column]] == [
-            list(v) if hasattr(v, "__len__") else v for v in right[column]
-        ], column
-    manifest = json.loads((compiled.run_dir / "manifest.json").read_text())
-    report = manifest["compile"]
-    assert report["large"]["n_graphs"] >= 1 and report["large"]["compile_s"] > 0
-    assert "compile" not in json.loads((eager.run_dir / "manifest.json").read_text())
-
-
 def test_engine_compile_refuses_runs_without_a_compiled_path_before_loading(tmp_path):
     from bild_exp.decoding.params import InvalidParameterError
 

@@ -135,16 +135,41 @@ def test_published_table1_numbers_are_the_papers():
     assert vanilla.to_dict() == {"iwslt17": 40.32, "wmt14": 31.38, "xsum": 35.08, "cnndm": 41.54}
 
 
-@pytest.mark.parametrize(
-    "target",
-    ["table1", "table3", "table5", "fig2", "fig4", "fig5", "fig6", "fig7", "fig8", "fig10"],
-)
-def test_make_targets_plan_without_loading(target):
+PAPER_TARGETS = [
+    "table1",
+    "table3",
+    "table5",
+    "fig2",
+    "fig4",
+    "fig5",
+    "fig6",
+    "fig7",
+    "fig8",
+    "fig10",
+]
+
+
+def sweep_arguments(target: str) -> list[str]:
+    """The arguments `make <target> DRY_RUN=1 LIMIT=3` passes to ``bild_exp.sweep``."""
+    listing = subprocess.run(
+        ["make", "-n", "-s", target, "DRY_RUN=1", "LIMIT=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = [line for line in listing.splitlines() if "-m bild_exp.sweep" in line]
+    assert len(lines) == 1, listing
+    return lines[0].split("-m bild_exp.sweep", 1)[1].split()
+
+
+def test_a_paper_target_plans_without_loading_through_make():
+    """One target as a user runs it: make, Hydra's multirun over the tasks, the dry run."""
     out = subprocess.run(
         [
             "make",
             "-s",
-            target,
+            "table1",
             "DRY_RUN=1",
             "LIMIT=3",
             "PY=" + sys.executable,
@@ -162,4 +187,18 @@ def test_make_targets_plan_without_loading(target):
         },
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.count("configurations:") >= 2  # one plan per task
+    assert out.stdout.count("configurations:") == 4  # one plan per task
+
+
+@pytest.mark.parametrize("target", PAPER_TARGETS)
+def test_make_targets_plan_without_loading(target, capsys):
+    """Every paper target's own sweep arguments plan each of its tasks (composed here, as
+    Hydra's multirun composes one job per task, without a process per target)."""
+    arguments = sweep_arguments(target)
+    assert arguments[0] == "-m" and "dry_run=true" in arguments
+    overrides = arguments[1:]
+    (tasks,) = [o.split("=", 1)[1] for o in overrides if o.startswith("+task=")]
+    others = [o for o in overrides if not o.startswith("+task=")]
+    for task in tasks.split(","):
+        assert sweep.run(compose_sweep([f"+task={task}", *others])) is None
+    assert capsys.readouterr().out.count("configurations:") == len(tasks.split(",")) >= 2

@@ -110,3 +110,25 @@ def test_dry_run_loads_nothing(tiny_assets, tmp_path, capsys):
     assert sweep.run(cfg) is None
     assert "configurations" in capsys.readouterr().out
     assert not (tmp_path / "sweep").exists()
+
+
+def test_engine_compile_sweep_matches_eager_and_reports_compilation(tiny_assets, tmp_path):
+    """engine.compile=true through the harness: the same records as eager, and the compile
+    report in the manifest. (The tiny pair of the bench test: its kernels compile once.)"""
+    methods = ["method=demo", "grid.fallback_threshold=[0.5]", "grid.rollback_threshold=[1.0]"]
+    methods += ["grid.window=[3]", "pair.small_variants=[base]", "data.limit=3"]
+    eager = sweep.run(compose_sweep(tiny_overrides(tiny_assets, tmp_path / "e", *methods)))
+    compiled = sweep.run(
+        compose_sweep(tiny_overrides(tiny_assets, tmp_path / "c", *methods, "engine.compile=true"))
+    )
+    key = ["config_id", "example_id"]
+    left = eager.records.set_index(key).sort_index()
+    right = compiled.records.set_index(key).sort_index()
+    assert len(left) == len(right) > 0
+    for column in ("tokens", "n_large_calls", "n_small_calls", "n_fallbacks", "n_rollbacks"):
+        assert [list(v) if hasattr(v, "__len__") else v for v in left[column]] == [
+            list(v) if hasattr(v, "__len__") else v for v in right[column]
+        ], column
+    report = json.loads((compiled.run_dir / "manifest.json").read_text())["compile"]
+    assert report["large"]["n_graphs"] >= 1 and report["large"]["compile_s"] > 0
+    assert "compile" not in json.loads((eager.run_dir / "manifest.json").read_text())

@@ -197,3 +197,15 @@ def prompt(family: str, seed: int, length: int = 7) -> torch.Tensor:
     if family in ("gpt2", "llama"):
         source = torch.cat([source, torch.tensor([[SEPARATOR]])], dim=1)
     return source
+
+
+def deep_decoder_t5(seed: int = 5) -> PreTrainedModel:
+    """A random float64 T5 with one encoder and three decoder layers (the demo large
+    model's shape: more decoder than encoder layers), as wide as the tiny pair's large T5."""
+    torch.manual_seed(seed)
+    model = _t5(layers=1, width=64)
+    config = model.config
+    config.num_decoder_layers = 3
+    model = T5ForConditionalGeneration(config).double().eval()
+    model.generation_config.pad_token_id = 0
+    return model

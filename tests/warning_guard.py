@@ -5,9 +5,11 @@ attribute their deprecations to their own frames (transformers' ``deprecate_kwar
 ``torch.nn.Module.__call__``, not the engine line that passed ``past_key_values=``). So every
 ``warnings.warn`` of a FutureWarning or DeprecationWarning is checked here for a
 ``bild_exp`` frame anywhere on the stack: the day a library deprecates something the engine
-uses, the test that exercises it fails, naming our line. Warnings raised from C (torch's
-``TORCH_WARN``) do not pass through ``warnings.warn``; pyproject's ``filterwarnings`` turns
-those attributed to a ``bild_exp`` module into errors.
+uses, the test that exercises it fails, naming our line. A warning the active filters
+ignore (pyproject's ``filterwarnings``: a library's deprecation of its own internals, raised
+whoever calls it) is no offence. Warnings raised from C (torch's ``TORCH_WARN``) do not pass
+through ``warnings.warn``; pyproject's ``filterwarnings`` turns those attributed to a
+``bild_exp`` module into errors.
 """
 
 from __future__ import annotations
@@ -43,6 +45,30 @@ def project_frame(frame: FrameType | None) -> str | None:
     return None
 
 
+def ignored_by_filters(text: str, category: type[Warning], module: str, lineno: int) -> bool:
+    """Whether the first matching entry of ``warnings.filters`` ignores this warning (the
+    matching rule of the ``warnings`` module)."""
+    for action, message, filter_category, filter_module, filter_lineno in warnings.filters:
+        if (
+            (message is None or message.match(text))
+            and issubclass(category, filter_category)
+            and (filter_module is None or filter_module.match(module))
+            and filter_lineno in (0, lineno)
+        ):
+            return action == "ignore"
+    return False
+
+
+def attributed_frame(caller: FrameType, stacklevel: int) -> FrameType:
+    """The frame ``warnings.warn(..., stacklevel)`` called from ``caller`` names."""
+    frame = caller
+    for _ in range(max(stacklevel, 1) - 1):
+        if frame.f_back is None:
+            break
+        frame = frame.f_back
+    return frame
+
+
 def warning_category(message: object, category: type[Warning] | None) -> type[Warning]:
     if isinstance(message, Warning):
         return type(message)
@@ -62,8 +88,13 @@ class DeprecationGuard:
         def guarded_warn(message, category=None, stacklevel=1, source=None, **kwargs):
             found = warning_category(message, category)
             if issubclass(found, GUARDED):
-                where = project_frame(sys._getframe(1))
-                if where is not None:
+                caller = sys._getframe(1)
+                where = project_frame(caller)
+                named = attributed_frame(caller, stacklevel)
+                module = named.f_globals.get("__name__", "")
+                if where is not None and not ignored_by_filters(
+                    str(message), found, module, named.f_lineno
+                ):
                     self.offences.append(Offence(found.__name__, str(message), where))
             # one frame deeper than the caller asked: this wrapper is on the stack
             return original(message, category, stacklevel + 1, source, **kwargs)
