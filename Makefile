@@ -69,7 +69,9 @@ test: setup ## Run the test suite (slow tests excluded)
 test-slow: setup ## Run only the slow tests
 	$(PY) -m pytest -m slow --durations=15
 
-lock: setup ## Write constraints/lock.txt from .venv (after `make test` passed in it)
+# no setup prerequisite: `make lock VENV=.venv-latest` locks what `make test-latest` passed with
+lock: ## Write constraints/lock.txt from $(VENV) (after the suite passed in it)
+	test -x $(PY) || { echo "lock: no environment at $(VENV): run make setup (or make test-latest) first"; exit 2; }
 	$(PY) scripts/write_lock.py --output constraints/lock.txt
 
 test-latest: ## The suite on the newest releases the pyproject ranges allow (fresh .venv-latest)

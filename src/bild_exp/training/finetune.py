@@ -93,6 +93,8 @@ def finetune(
     of the final layer's loss alone (see :mod:`bild_exp.training.exit_loss`).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
+    # pinned host memory only speeds up copies to a GPU (without one, torch warns per loader)
+    trainer_args = {"dataloader_pin_memory": torch.cuda.is_available(), **trainer_args}
     args = Seq2SeqTrainingArguments(output_dir=str(output_dir), report_to=report_to, **trainer_args)
     trainer_class, extra = Seq2SeqTrainer, {}
     collator: Any = DataCollatorForSeq2Seq(tokenizer, model=model)
