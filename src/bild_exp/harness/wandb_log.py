@@ -63,3 +63,6 @@ def log_sweep(
         return run.dir
     finally:
         run.finish()
+        # stop W&B's service now, while library output still goes to the job log (left to
+        # exit, its last log lines would reach the terminal)
+        wandb.teardown()
