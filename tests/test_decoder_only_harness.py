@@ -17,7 +17,14 @@ from bild_exp.training.causal import truncated_model
 from tests.test_causal_training import SMOLLM2, tiny_llama
 from tests.test_sweep import compose_sweep
 
-LLM_PAIRS = ["smollm2", "smollm2_135m_1.7b", "qwen2.5_0.5b_3b", "llama3_1b_8b"]
+LLM_PAIRS = [
+    "smollm2",
+    "smollm2_135m_1.7b",
+    "qwen2.5_0.5b_3b",
+    "llama3_1b_8b",
+    "qwen2.5-coder_0.5b_1.5b",
+    "qwen2.5-coder_0.5b_3b",
+]
 PAPER_TASKS = ["iwslt17", "wmt14", "xsum", "cnndm"]
 
 
@@ -223,3 +230,24 @@ def test_compile_modes_never_share_a_results_folder(tiny_causal_pair, tmp_path):
         fingerprints.append(compatibility(cfg, task_from_config(cfg.task), device, []))
     assert len({str(sorted(f.items())) for f in fingerprints}) == 3
     assert "engine_compile_mode" not in fingerprints[1]  # default-mode folders keep their key
+
+
+def test_humaneval_sweep_executes_every_answer_and_reports_pass_at_1(tiny_causal_pair, tmp_path):
+    """HumanEval through the harness on a tiny random Llama: its answers are not code, so
+    every outcome is a failure of some kind; what is checked is the plumbing (prompt with
+    the code-block prefix, untimed execution per record, pass@1 and the outcome counts)."""
+    import pandas as pd
+
+    overrides = causal_overrides(tiny_causal_pair, tmp_path, "method=large", "data.limit=2")
+    overrides = [o for o in overrides if o != "+task=synopsis"]
+    # the task's own pair is the Qwen2.5-Coder one: every member is the tiny pair's here
+    overrides += [f"pair.tokenizer={tiny_causal_pair['large']}", "pair.name=tiny"]
+    overrides = ["+task=humaneval", "task.max_new_tokens=6", *overrides]
+    outcome = sweep.run(compose_sweep(overrides))
+    row = outcome.summary.iloc[0]
+    assert row["pass_at_1"] == 0.0
+    n_outcomes = sum(row[f"n_{name}"] for name in ("passed", "failed", "timed_out", "syntax_error"))
+    assert n_outcomes == row["n_examples"] == 2
+    executions = pd.read_csv(outcome.run_dir / "executions.csv")
+    assert list(executions["example_id"]) == ["HumanEval/0", "HumanEval/1"]
+    assert set(executions["execution"]) <= {"failed", "syntax_error"}

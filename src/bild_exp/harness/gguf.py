@@ -8,14 +8,14 @@ its tokenizer (from the same file) are saved to ``<cache>/<stem>-<sha256 prefix>
 folder is written under a temporary name and renamed into place, so an interrupted
 conversion never leaves a half-written cache; the key includes the file's hash, so a
 changed file is converted again. The cache lives in ``$BILD_EXP_CACHE`` (default
-``~/.cache/bild-exp``), under ``gguf/``.
+``~/.cache/bild-exp``), under ``gguf/``. ``gguf-parts://<manifest>`` names a file shipped
+in parts across several packages, assembled first (:mod:`bild_exp.harness.gguf_parts`).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from bild_exp.errors import BildError
+from bild_exp.installed import module_folder
 
 SCHEME = "gguf://"
 SOURCE_FILE = "gguf_source.json"
@@ -34,8 +35,11 @@ class GGUFError(BildError, OSError):
     """A GGUF file cannot be found or converted."""
 
 
+PARTS_SCHEME = "gguf-parts://"  # a file assembled from parts (bild_exp.harness.gguf_parts)
+
+
 def is_gguf(name_or_path: str) -> bool:
-    return name_or_path.startswith(SCHEME) or name_or_path.endswith(".gguf")
+    return name_or_path.startswith((SCHEME, PARTS_SCHEME)) or name_or_path.endswith(".gguf")
 
 
 def cache_root() -> Path:
@@ -44,10 +48,14 @@ def cache_root() -> Path:
 
 def gguf_path(name_or_path: str, field: str = "large") -> Path:
     """The GGUF file a pair field names; a one-line error says what to install."""
+    if name_or_path.startswith(PARTS_SCHEME):
+        from bild_exp.harness.gguf_parts import assembled_gguf  # it imports this module
+
+        return assembled_gguf(name_or_path, field)
     if name_or_path.startswith(SCHEME):
         module, _, relative = name_or_path.removeprefix(SCHEME).partition("/")
-        spec = importlib.util.find_spec(module) if module else None
-        if spec is None or not spec.submodule_search_locations:
+        folder = module_folder(module)
+        if folder is None:
             hint = KNOWN_PACKAGES.get(
                 module, f"install the package that provides module {module!r}"
             )
@@ -55,7 +63,7 @@ def gguf_path(name_or_path: str, field: str = "large") -> Path:
                 f"pair.{field}={name_or_path!r} needs the Python package {module!r}, which is not "
                 f"installed: {hint}"
             )
-        path = Path(list(spec.submodule_search_locations)[0]) / relative
+        path = folder / relative
     else:
         path = Path(name_or_path).expanduser()
     if not path.is_file():

@@ -19,6 +19,7 @@ from bild_exp.decoding.compiled import COMPILED_METHODS, check_compile_mode, com
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import Interrupted
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
+from bild_exp.harness.execution import execute_records, execution_limits
 from bild_exp.harness.manifest import build_manifest
 from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resolve_device
 from bild_exp.harness.placement import placed
@@ -115,6 +116,9 @@ def check_settings(cfg: DictConfig) -> None:
             f"{', '.join(EMPTY_SOURCE_POLICIES)}"
         )
     check_mode(cfg.logger)
+    task = cfg.get("task") or {}
+    if task.get("metric") == "pass_at_1":  # execution limits, before anything runs
+        execution_limits(OmegaConf.to_container(task.get("execution") or {}, resolve=True))
 
 
 def check_paper_device(cfg: DictConfig, task: TaskSpec, device: Any) -> None:
@@ -275,6 +279,21 @@ def scored_texts(records: pd.DataFrame, tokenizer: Any, scoring: Any) -> pd.Data
     return records
 
 
+def executed(
+    records: pd.DataFrame, examples: list[Example], task: TaskSpec, run_dir: Path
+) -> pd.DataFrame:
+    """Records with their execution outcomes; per example in ``executions.csv``."""
+    problems = {example.id: example for example in examples}
+    prefix = task.prompt_format().response_prefix
+    records = execute_records(
+        records, problems, prefix, execution_limits(task.extra.get("execution"))
+    )
+    columns = ["config_id", "example_id", "method", "execution", "execution_detail"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records[columns].to_csv(run_dir / "executions.csv", index=False)
+    return records
+
+
 def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     task = task_from_config(cfg.task)
     torch_device = resolve_device(cfg.pair.device)
@@ -321,6 +340,8 @@ def sweep_on_device(
         ) from None
     records = collect_records(runs, examples, store, baselines)
     records = scored_texts(records, pair.tokenizer, cfg.scoring)
+    if task.metric == "pass_at_1":  # run the problems' tests on every answer, untimed
+        records = executed(records, examples, task, run_dir)
     quality = quality_column(task.metric, task.extra.get("quality"))
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     summary = summarize(records, task.metric, quality, scoring)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bild_exp.harness.execution import pass_at_1
 from bild_exp.harness.metrics import score
 from bild_exp.harness.plan import PARAM_COLUMNS
 
@@ -18,8 +19,9 @@ CONFIG_COLUMNS = ["config_id", "study", "method", "small_variant", *PARAM_COLUMN
 
 
 def quality_column(metric: str, quality: str | None) -> str:
-    """The headline quality score: BLEU, ROUGE-L, or the task's choice (CNN/DM: ROUGE-Lsum)."""
-    return quality or ("bleu" if metric == "bleu" else "rougeL")
+    """The headline quality score: BLEU, ROUGE-L, pass@1, or the task's choice (CNN/DM:
+    ROUGE-Lsum)."""
+    return quality or {"bleu": "bleu", "pass_at_1": "pass_at_1"}.get(metric, "rougeL")
 
 
 def sampling_key(row: pd.Series | dict[str, Any]) -> tuple:
@@ -34,15 +36,18 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
     # .get: records written before a parameter column existed simply lack it
     row = {column: first.get(column) for column in CONFIG_COLUMNS}
     row = {column: None if pd.isna(value) else value for column, value in row.items()}
-    row.update(
-        score(
-            metric,
-            list(group["scored_hypothesis"]),
-            list(group["scored_reference"]),
-            scoring.get("bleu_tokenize", "13a"),
-            scoring.get("rouge_stemmer", True),
+    if metric == "pass_at_1":  # executed answers (bild_exp.harness.execution)
+        row.update(pass_at_1(group))
+    else:
+        row.update(
+            score(
+                metric,
+                list(group["scored_hypothesis"]),
+                list(group["scored_reference"]),
+                scoring.get("bleu_tokenize", "13a"),
+                scoring.get("rouge_stemmer", True),
+            )
         )
-    )
     row.update(
         n_examples=len(group),
         n_tokens=int(n_tokens),
@@ -182,11 +187,13 @@ def add_agreement(
     summary: pd.DataFrame, records: pd.DataFrame, metric: str, scoring: dict[str, Any]
 ) -> pd.DataFrame:
     """``agreement_vs_large``: each configuration's outputs scored against vanilla large's
-    (BLEU or ROUGE-L) on the same examples: a lossy method is judged against both the
-    references and the model it approximates."""
+    (BLEU, or ROUGE-L for ROUGE and pass@1 tasks) on the same examples: a lossy method is
+    judged against both the references and the model it approximates; and
+    ``exact_match_vs_large``, the percentage of examples whose output is vanilla's."""
     large = records[records["method"] == "large"]
     name = "bleu" if metric == "bleu" else "rougeL"
-    values = []
+    agreement_metric = "bleu" if metric == "bleu" else "rouge"
+    values, exact = [], []
     for _, row in summary.iterrows():
         reference = large[large.apply(sampling_key, axis=1) == sampling_key(row)]
         mine = records[records["config_id"] == row["config_id"]]
@@ -195,9 +202,11 @@ def add_agreement(
         )
         if joined.empty:
             values.append(None)
+            exact.append(None)
             continue
+        exact.append(100 * float((joined["hypothesis"] == joined["hypothesis_large"]).mean()))
         scores = score(
-            metric,
+            agreement_metric,
             list(joined["hypothesis"]),
             list(joined["hypothesis_large"]),
             scoring.get("bleu_tokenize", "13a"),
@@ -206,4 +215,5 @@ def add_agreement(
         values.append(scores[name])
     summary = summary.copy()
     summary["agreement_vs_large"] = values
+    summary["exact_match_vs_large"] = exact
     return summary
