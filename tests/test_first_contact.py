@@ -21,6 +21,7 @@ from bild_exp.data.tasks import DataError, load_examples
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.harness import pipeline
 from bild_exp.harness.store import CorruptedResultsError, RecordStore
+from tests.make_commands import dry_run_listing
 from tests.test_data_loading import custom_task
 from tests.test_sweep import compose_sweep, tiny_overrides
 
@@ -287,13 +288,7 @@ SWEEP_TARGETS = ["demo", "demo-mt", "bench", "bench-mt", *paper.EXPERIMENTS, "de
 def test_make_targets_honour_dry_run_and_limit(target):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    listing = subprocess.run(
-        ["make", "-n", "--no-print-directory", target, "DRY_RUN=1", "LIMIT=7"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    listing = dry_run_listing(target, limit=7)
     commands = [
         line for line in listing.splitlines() if re.search(r"bild_exp\.(sweep|bench)", line)
     ]

@@ -11,6 +11,7 @@ import pytest
 
 from bild_exp import paper, plots, sweep
 from bild_exp.harness.summary import operating_points, pareto_mask
+from tests.make_commands import dry_run_listing
 from tests.test_sweep import compose_sweep, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,13 +138,7 @@ def test_published_table1_numbers_are_the_papers():
 
 def sweep_arguments(target: str) -> list[str]:
     """The arguments `make <target> DRY_RUN=1 LIMIT=3` passes to ``bild_exp.sweep``."""
-    listing = subprocess.run(
-        ["make", "-n", "-s", target, "DRY_RUN=1", "LIMIT=3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    listing = dry_run_listing(target, limit=3)
     lines = [line for line in listing.splitlines() if "-m bild_exp.sweep" in line]
     assert len(lines) == 1, listing
     return lines[0].split("-m bild_exp.sweep", 1)[1].split()

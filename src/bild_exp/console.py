@@ -70,12 +70,10 @@ def library_loggers() -> list[logging.Logger]:
     (torch's dynamo/inductor loggers, transformers' library root)."""
     loggers = [logging.getLogger(name) for name in LIBRARY_PACKAGES]
     for name, candidate in list(logging.root.manager.loggerDict.items()):
-        top = name.split(".")[0]
         if (
             isinstance(candidate, logging.Logger)
-            and (top in LIBRARY_PACKAGES or name.startswith("py.warnings"))
+            and name.startswith(tuple(f"{package}." for package in LIBRARY_PACKAGES))
             and candidate.handlers
-            and candidate not in loggers
         ):
             loggers.append(candidate)
     return loggers

@@ -77,11 +77,9 @@ class Example:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-PACKAGE_SCHEME = "package://"
+PACKAGE_SCHEME = "package://"  # a file inside bild_exp
+MODULE_SCHEME = "module://"  # a file inside another installed package
 MISSING = "???"  # OmegaConf's mark for a value the user must set
-
-
-MODULE_SCHEME = "module://"
 
 
 def resolve_path(path: str) -> Path:

@@ -35,6 +35,8 @@ from typing import Any
 
 import pandas as pd
 
+from bild_exp.decoding.params import InvalidParameterError
+
 PASSED, FAILED, TIMED_OUT, SYNTAX_ERROR = "passed", "failed", "timed_out", "syntax_error"
 OUTCOMES = (PASSED, FAILED, TIMED_OUT, SYNTAX_ERROR)
 CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:\n```|\Z)", re.DOTALL)
@@ -219,16 +221,12 @@ def execution_limits(settings: dict | None) -> Limits:
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(Limits.__dataclass_fields__))
     if unknown:
-        from bild_exp.decoding.params import InvalidParameterError
-
         raise InvalidParameterError(
             f"task.execution.{unknown[0]} is unknown: accepted "
             f"{', '.join(Limits.__dataclass_fields__)}"
         )
     for name, value in settings.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            from bild_exp.decoding.params import InvalidParameterError
-
             raise InvalidParameterError(
                 f"task.execution.{name}={value!r} is invalid: accepted a positive number"
             )
