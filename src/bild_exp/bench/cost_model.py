@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,35 +126,58 @@ def measure_paths(
     paths: tuple[str | None, ...] = (None, "default"),
 ) -> dict[str | None, CallTimes]:
     """:func:`measure_call_times` for each path (None: eager; else a compile mode),
-    measured in ``rounds`` alternating blocks of ``repeats`` calls per path and k.
+    measured in ``rounds`` alternating blocks of ``repeats`` calls per path and k
+    (:func:`measure_targets`)."""
+    targets = {path: (model, path) for path in paths}
+    return measure_targets(targets, input_ids, ks, cached_length, repeats, rounds)
+
+
+@torch.inference_mode()
+def measure_targets(
+    targets: dict[Any, tuple[PreTrainedModel, str | None]],
+    input_ids: torch.Tensor,
+    ks: Iterable[int],
+    cached_length: int,
+    repeats: int,
+    rounds: int,
+) -> dict[Any, CallTimes]:
+    """Per-call times of each target (a model and its path: None eager, else a compile
+    mode; e.g. one model's plain and prepacked twins), measured in ``rounds`` alternating
+    blocks of ``repeats`` calls per target and k.
 
     A shared machine's speed drifts over seconds (measured here: the same loop runs up to
-    1.7x slower for a few seconds at a time): paths measured one after the other would
-    compare different phases; alternating blocks spread the phases over both. Blocks, not
+    1.7x slower for a few seconds at a time): targets measured one after the other would
+    compare different phases; alternating blocks spread the phases over all. Blocks, not
     single calls: alternating call by call (tried) slowed every call of both paths; in
-    blocks only the first call of each, which is dropped, follows the other path."""
+    blocks only the first call of each, which is dropped, follows the other target."""
     ks = sorted(set(ks))
     positions = cached_length + max(ks) + 1
-    statics = {path: probe_length(model, input_ids, positions, path)[1] for path in paths}
-    for path in paths:  # untimed: the compiled path's first runner compiles its graphs
-        encoder_times(model, input_ids, statics[path], 1, path)
-    encoders: dict[str | None, list[float]] = {path: [] for path in paths}
+    statics = {
+        key: probe_length(model, input_ids, positions, mode)[1]
+        for key, (model, mode) in targets.items()
+    }
+    for key, (model, mode) in targets.items():  # untimed: a compiled path compiles here
+        encoder_times(model, input_ids, statics[key], 1, mode)
+    encoders: dict[Any, list[float]] = {key: [] for key in targets}
     for _ in range(rounds):  # before the probes: a new runner resets a compiled model's cache
-        for path in paths:
-            encoders[path] += encoder_times(model, input_ids, statics[path], repeats, path)
-    probes = {path: CallProbe(model, input_ids, max(ks), cached_length, path) for path in paths}
-    calls: dict[str | None, dict[int, list[float]]] = {p: {k: [] for k in ks} for p in paths}
+        for key, (model, mode) in targets.items():
+            encoders[key] += encoder_times(model, input_ids, statics[key], repeats, mode)
+    probes = {
+        key: CallProbe(model, input_ids, max(ks), cached_length, mode)
+        for key, (model, mode) in targets.items()
+    }
+    calls: dict[Any, dict[int, list[float]]] = {key: {k: [] for k in ks} for key in targets}
     for _ in range(rounds):
-        for k in ks:  # both paths' blocks for one k back to back: the same phase
-            for path, probe in probes.items():
-                calls[path][k] += probe.forwards(k, repeats)
+        for k in ks:  # every target's block for one k back to back: the same phase
+            for key, probe in probes.items():
+                calls[key][k] += probe.forwards(k, repeats)
     synchronize(input_ids.device)
     return {
-        path: CallTimes(
-            by_n_fed={k: statistics.median(times) for k, times in calls[path].items()},
-            encoder=statistics.median(encoders[path]),
+        key: CallTimes(
+            by_n_fed={k: statistics.median(times) for k, times in calls[key].items()},
+            encoder=statistics.median(encoders[key]),
         )
-        for path in paths
+        for key in targets
     }
 
 

@@ -132,7 +132,7 @@ def model_bytes(model: Any) -> int:
 def cost_columns(run: RunConfig, pair: LoadedPair, encoder_length: int, stats: dict) -> dict:
     """Analytical FLOPs and bytes moved by one example's generate call (paper Figure 8);
     ``encoder_length`` is the input's length: the encoder's, or a decoder-only prompt's."""
-    if run.method == "hf_assisted":  # HF does not expose its calls' shapes
+    if run.method in ("hf_assisted", "prompt_lookup"):  # HF does not expose its calls' shapes
         return {"flops": None, "mops_bytes": None}
     large, small = pair.models_for(run.method, run.small_variant)
     seq2seq = (large or small).config.is_encoder_decoder
@@ -189,13 +189,16 @@ def execute_run(
     on_example: Callable[[], None] = lambda: None,
     stop_strings: list[str] | None = None,
     compile_mode: str | None = None,
+    warmup_max_new_tokens: int | None = None,
 ) -> int:
     """Decode every example of ``items`` not yet in ``store``; return how many were decoded.
     Call it holding ``store.lock(run.config_id)``: once every example is stored, it compacts
     the configuration's parts into one.
 
     ``compile_mode``: the compiled engine path in that mode (None: eager); at least one
-    untimed warm-up example runs, so that compilation never falls inside a timed example."""
+    untimed warm-up example runs, so that compilation never falls inside a timed example.
+    ``warmup_max_new_tokens`` caps the warm-up's decodes on the eager path (one-off costs
+    need a short decode; a compiled model's static cache is sized by the full limit)."""
     done = store.done_keys(run.config_id)
     todo = [item for item in items if (run.config_id, item.example.id) not in done]
     for _ in range(len(items) - len(todo)):
@@ -204,8 +207,11 @@ def execute_run(
         store.compact(run.config_id)  # a run killed after its last part was not compacted
         return 0
     store.save_examples([example_row(item.example) for item in items])
+    warmup_tokens = max_new_tokens
+    if warmup_max_new_tokens is not None and compile_mode is None:
+        warmup_tokens = min(max_new_tokens, warmup_max_new_tokens)
     for item in items[: max(warmup, 0 if compile_mode is None else 1)]:
-        decode_once(run, pair, item.input_ids, max_new_tokens, stop_strings, compile_mode)
+        decode_once(run, pair, item.input_ids, warmup_tokens, stop_strings, compile_mode)
     buffer = []
     try:
         for item in todo:

@@ -19,6 +19,7 @@ from transformers import (
 from bild_exp.data.tasks import resolve_path
 from bild_exp.decoding import check_pair
 from bild_exp.decoding.api import ARCHITECTURES
+from bild_exp.decoding.cpu_kernels import prepack_models
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import BildError
@@ -151,12 +152,18 @@ def load_tokenizer(pair_cfg: Any) -> PreTrainedTokenizerBase:
 
 
 def load_pair(
-    pair_cfg: Any, variants: list[str], need_large: bool = True, need_calm: bool = False
+    pair_cfg: Any,
+    variants: list[str],
+    need_large: bool = True,
+    need_calm: bool = False,
+    cpu_kernels: str = "plain",
 ) -> LoadedPair:
     """Tokenizer, large model and the requested small variants, in eval mode on the device.
 
     The ``early_exit`` variant is the large model's first ``pair.early_exit_layers`` layers;
-    ``need_calm`` loads ``pair.calm_model`` when the pair names one.
+    ``need_calm`` loads ``pair.calm_model`` when the pair names one. ``cpu_kernels``
+    ``prepacked`` (resolved, :func:`bild_exp.decoding.cpu_kernels.resolve_cpu_kernels`)
+    swaps every model's linear layers for oneDNN-prepacked ones, each shared weight once.
     """
     if pair_cfg.dtype not in DTYPES:
         raise InvalidParameterError(
@@ -198,4 +205,6 @@ def load_pair(
     calm = load("calm_model") if need_calm and pair_cfg.get("calm_model") else None
     if calm is not None and large is not None:
         check_pair(large, calm, pair_cfg.architecture)
+    if cpu_kernels == "prepacked":
+        prepack_models([large, *smalls.values(), calm])
     return LoadedPair(tokenizer=tokenizer, large=large, smalls=smalls, device=device, calm=calm)

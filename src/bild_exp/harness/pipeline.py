@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from bild_exp.data.tasks import DataError, Example, TaskSpec, load_examples, task_from_config
 from bild_exp.decoding.compiled import COMPILED_METHODS, check_compile_mode, compile_stats
+from bild_exp.decoding.cpu_kernels import resolve_cpu_kernels
 from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import Interrupted
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
@@ -110,6 +111,12 @@ def check_settings(cfg: DictConfig) -> None:
     warmup = cfg.data.warmup
     if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
         raise InvalidParameterError(f"data.warmup={warmup!r} is invalid: accepted an integer >= 0")
+    cap = cfg.data.get("warmup_max_new_tokens")
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+        raise InvalidParameterError(
+            f"data.warmup_max_new_tokens={cap!r} is invalid: accepted null (the task's limit) "
+            "or an integer >= 1"
+        )
     if cfg.scoring.empty_sources not in EMPTY_SOURCE_POLICIES:
         raise InvalidParameterError(
             f"scoring.empty_sources={cfg.scoring.empty_sources!r} is invalid: accepted "
@@ -202,6 +209,8 @@ def compatibility(
             if engine_compile(cfg) not in (None, "default")
             else {}
         ),
+        # prepacked kernels round differently from plain ones (folders from before keep theirs)
+        **({"engine_cpu_kernels": "prepacked"} if engine_cpu_kernels(cfg) == "prepacked" else {}),
     }
 
 
@@ -218,6 +227,15 @@ def engine_compile(cfg: DictConfig) -> str | None:
     return engine.get("compile_mode", "default") if engine.get("compile", False) else None
 
 
+def engine_cpu_kernels(cfg: DictConfig) -> str:
+    """``engine.cpu_kernels`` resolved for the pair's device and dtype: ``plain`` or
+    ``prepacked`` (:func:`bild_exp.decoding.cpu_kernels.resolve_cpu_kernels`)."""
+    engine = cfg.get("engine") or {}
+    dtype = getattr(torch, str(cfg.pair.dtype), None)
+    device = resolve_device(cfg.pair.device)
+    return resolve_cpu_kernels(engine.get("cpu_kernels", "auto"), device, dtype)
+
+
 def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
     """``engine.compile=true`` with a run the compiled path cannot take: one line, before
     any model loads (the models' own types are checked by the engine at the first call)."""
@@ -228,6 +246,7 @@ def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
         )
     mode = (cfg.get("engine") or {}).get("compile_mode", "default")
     check_compile_mode(mode, "engine.compile_mode")
+    engine_cpu_kernels(cfg)
     if mode != "default" and not compile:
         raise InvalidParameterError(
             f"engine.compile_mode={mode!r} is invalid with engine.compile=false: accepted "
@@ -325,7 +344,10 @@ def sweep_on_device(
     if cfg.pair.architecture == "decoder-only":  # a chat prompt needs a chat template: check first
         task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
     variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
-    pair = load_pair(cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs))
+    kernels = engine_cpu_kernels(cfg)
+    pair = load_pair(
+        cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs), cpu_kernels=kernels
+    )
     store.claim(fingerprint)  # only once the models load: a typo in a path locks nothing
     baselines.claim(fingerprint)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
@@ -349,6 +371,7 @@ def sweep_on_device(
     manifest = build_manifest(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
+    manifest["cpu_kernels"] = kernels
     if (
         engine_compile(cfg) is not None
     ):  # compile time is kept out of every timed example; here it is
@@ -394,6 +417,7 @@ def execute_all(
                             lambda: bar.update(1),
                             cfg.task.get("stop_strings"),
                             engine_compile(cfg),
+                            cfg.data.get("warmup_max_new_tokens"),
                         )
                 except BusyError as busy:
                     log.info("%s: computing the other configurations first", busy)
