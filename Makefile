@@ -26,6 +26,9 @@ PARTS_REQUIREMENTS := from bild_exp.harness.gguf_parts import shipped_requiremen
 LIMIT ?=
 DEMO_LIMIT ?= 120
 LLM_DEMO_LIMIT ?= 25
+# make demo: the first HUMANEVAL_DEMO_LIMIT problems (sized to take <= 15 min on 2 CPU cores;
+# README); each configuration first decodes 16 tokens of one problem untimed (warm-up)
+HUMANEVAL_DEMO_LIMIT ?= 3
 LLM_BENCH_EXAMPLES ?= 30
 LLM_BENCH_SELECTION ?= 20
 DRY_RUN ?=
@@ -44,7 +47,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-mt bench bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit
+.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-synopsis humaneval demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -102,13 +105,23 @@ demo-models: setup ## Train the demo tokenizer, large, small and aligned small m
 	$(PY) -m bild_exp.train +training=demo_small
 	$(PY) -m bild_exp.train +training=demo_align
 
-demo: setup ## The real pair (SmolLM2-135M-Instruct + its aligned small) on Debian synopses, offline
+demo: setup ## The main job: Qwen2.5-Coder 0.5B drafting for 1.5B on a HumanEval subset, offline, scored by running the tests
+	$(PY) -m bild_exp.sweep +task=humaneval grid=humaneval_demo experiment_name=demo data.limit=$(or $(LIMIT),$(HUMANEVAL_DEMO_LIMIT)) data.warmup=1 data.warmup_max_new_tokens=16 logger.mode=offline $(DRY_FLAG) $(EXTRA)
+
+humaneval: setup ## All 164 HumanEval problems on the Qwen2.5-Coder pair, every method (many CPU hours; resumable: rerun to continue)
+	$(PY) -m bild_exp.sweep +task=humaneval experiment_name=humaneval data.limit=$(or $(LIMIT),null) logger.mode=offline $(DRY_FLAG) $(EXTRA)
+
+demo-synopsis: setup ## The SmolLM2-135M-Instruct pair (small cut from it and trained here) on Debian synopses, offline
 	$(PY) -m bild_exp.sweep +task=synopsis method=llm_demo experiment_name=demo data.limit=$(or $(LIMIT),$(LLM_DEMO_LIMIT)) logger.mode=offline $(DRY_FLAG)
 
 demo-mt: setup ## The T5 demo pair (trained here from scratch) on German-English, offline
 	$(PY) -m bild_exp.sweep experiment_name=demo data.limit=$(or $(LIMIT),$(DEMO_LIMIT)) logger.mode=offline $(DRY_FLAG)
 
-bench: setup ## BiLD vs every baseline on the real pair, side by side in one run
+bench-calls: setup ## A k-token decoder call's cost in one-token calls, per model and engine path (SmolLM2 and Qwen2.5-Coder pairs)
+	$(PY) -m bild_exp.bench.call_costs pair=smollm2 $(EXTRA)
+	$(PY) -m bild_exp.bench.call_costs pair=qwen2.5-coder_0.5b_1.5b $(EXTRA)
+
+bench: setup bench-calls ## BiLD vs every baseline on the real pair, side by side in one run (after the call costs)
 	$(PY) -m bild_exp.bench +task=synopsis grid.window=[3] grid.num_assistant_tokens=[3] bench.scale_workers=[] bench.engine_section=false $(if $(LIMIT),data.limit=$(LIMIT) bench.n_examples=$(LIMIT),data.limit=$(LLM_BENCH_SELECTION) bench.n_examples=$(LLM_BENCH_EXAMPLES)) $(DRY_FLAG) $(EXTRA)
 
 bench-mt: setup ## The same benchmark on the T5 demo pair (~15 min)

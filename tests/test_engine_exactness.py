@@ -7,7 +7,7 @@ import torch
 
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from tests.tiny_models import FAMILIES, prompt, tiny_pair
+from tests.tiny_models import CHAIN, FAMILIES, SEPARATOR, prompt, tiny_pair
 
 PROMPT_SEEDS = (0, 1, 2)
 MAX_NEW = 24
@@ -100,6 +100,41 @@ def test_hf_assisted_greedy_is_the_large_model(family):
     assert res.tokens == hf_greedy(large, ids)
     assert res.from_large is None
     assert res.stats["n_large_calls"] >= 1 and res.stats["n_small_calls"] >= 1
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
+@pytest.mark.parametrize("num_tokens", [1, 10])
+def test_prompt_lookup_greedy_is_the_large_model(family, num_tokens):
+    """HF's prompt lookup, a model-free drafter: greedy output is vanilla large's, with
+    fewer large calls than tokens when the output repeats the prompt."""
+    large, _ = tiny_pair(family)
+    for seed in PROMPT_SEEDS:
+        ids = prompt(family, seed)
+        res = generate(
+            "prompt_lookup",
+            large=large,
+            input_ids=ids,
+            max_new_tokens=MAX_NEW,
+            prompt_lookup_num_tokens=num_tokens,
+        )
+        assert res.tokens == hf_greedy(large, ids)
+        assert res.from_large is None and "n_small_calls" not in res.stats
+        assert 1 <= res.stats["n_large_calls"] <= len(res.tokens)
+
+
+def test_prompt_lookup_drafts_from_a_repeated_prompt():
+    """The tiny models continue the synthetic chain from the prompt's first token, so a
+    prompt that already holds the chain is repeated by the output: its n-grams match, the
+    drafts are accepted, and the large model runs far fewer times than it emits tokens."""
+    large, _ = tiny_pair("llama")
+    chain = [5]
+    for _ in range(9):
+        chain.append(int(CHAIN[chain[-1]]))
+    ids = torch.tensor([[*chain, SEPARATOR]])
+    res = generate("prompt_lookup", large=large, input_ids=ids, max_new_tokens=10)
+    assert res.tokens == hf_greedy_tokens(large, ids, 10)
+    assert res.tokens[:9] == chain[1:]  # the output repeats the prompt, as constructed
+    assert res.stats["n_large_calls"] <= 3
 
 
 def test_hf_assisted_heuristic_schedule_leaves_no_state_behind():

@@ -35,6 +35,7 @@ FAMILY_LABELS = {
     "small/aligned": "vanilla small (aligned)",
     "bild/early_exit": "BiLD (early exit)",
     "small/early_exit": "exit layers only",
+    "prompt_lookup": "prompt lookup",
     "calm": "CALM",
     "calm_full": "CALM model, no exit",
 }

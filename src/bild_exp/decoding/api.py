@@ -13,7 +13,7 @@ from bild_exp.decoding.bild import decode_bild
 from bild_exp.decoding.calm import check_calm_model, decode_calm
 from bild_exp.decoding.compiled import check_compilable, check_compile_mode, compile_settings
 from bild_exp.decoding.early_exit import EarlyExit
-from bild_exp.decoding.hf_assisted import decode_hf_assisted
+from bild_exp.decoding.hf_assisted import decode_hf_assisted, decode_prompt_lookup
 from bild_exp.decoding.oracle import decode_oracle
 from bild_exp.decoding.params import (
     InvalidParameterError,
@@ -144,8 +144,9 @@ def generate(
     """Generate one continuation (batch size 1) with a decoding method.
 
     Args:
-        method: ``large``, ``small``, ``bild``, ``speculative``, ``oracle``, ``hf_assisted``
-            or ``calm`` (early exit inside ``large``; ``small`` unused).
+        method: ``large``, ``small``, ``bild``, ``speculative``, ``oracle``, ``hf_assisted``,
+            ``prompt_lookup`` (HF's model-free drafter; ``small`` unused) or ``calm`` (early
+            exit inside ``large``; ``small`` unused).
         large, small: Hugging Face models sharing one vocabulary, both encoder-decoder
             or both decoder-only; ``small`` may be None for ``large``, ``large`` for ``small``.
             ``small`` may be ``EarlyExit(large, layers=k)``: the large model's first k
@@ -230,11 +231,7 @@ def decode(
         return decode_speculative(large, small, input_ids, params=method_params, **common)
     if method == "oracle":
         return decode_oracle(large, small, input_ids, params=method_params, **common)
-    return decode_hf_assisted(
-        large,
-        small,
-        input_ids,
-        params=method_params,
-        max_new_tokens=common["max_new_tokens"],
-        stop_strings=common["stop_strings"],
-    )
+    hf_common = {"max_new_tokens": common["max_new_tokens"], "stop_strings": common["stop_strings"]}
+    if method == "prompt_lookup":
+        return decode_prompt_lookup(large, input_ids, params=method_params, **hf_common)
+    return decode_hf_assisted(large, small, input_ids, params=method_params, **hf_common)

@@ -125,8 +125,8 @@ def check_compilable(method: str, models: dict[str, object]) -> None:
     if method not in COMPILED_METHODS:
         raise InvalidParameterError(
             f"compile=True is invalid for method={method!r}: accepted methods "
-            f"{', '.join(COMPILED_METHODS)} (CALM's per-layer exits and HF assisted generation "
-            "run eagerly only)"
+            f"{', '.join(COMPILED_METHODS)} (CALM's per-layer exits, HF assisted generation "
+            "and prompt lookup run eagerly only)"
         )
     for name, model in models.items():
         if model is None:

@@ -1,4 +1,5 @@
-"""Hugging Face assisted generation (``generate(assistant_model=...)``) as an external baseline.
+"""Hugging Face assisted generation (``generate(assistant_model=...)``) and prompt lookup
+decoding (``generate(prompt_lookup_num_tokens=...)``) as external baselines.
 
 Parameters are passed through unchanged. Calls stay independent: the assistant's
 generation config, which HF's heuristic schedule writes back into, is swapped for
@@ -18,7 +19,7 @@ import torch
 from transformers import PreTrainedModel, StoppingCriteriaList, StopStringCriteria
 
 from bild_exp.decoding.compiled import generation_cache, inductor_options
-from bild_exp.decoding.params import HfAssistedParams
+from bild_exp.decoding.params import HfAssistedParams, PromptLookupParams, SamplingParams
 from bild_exp.decoding.result import GenerationResult, decoder_prefix
 from bild_exp.decoding.runner import StopStrings, empty_cache
 
@@ -68,7 +69,45 @@ def decode_hf_assisted(
     HF stops on the stop strings itself; its output is then cut by the engine's own rule
     (the token completing the first stop string), so every method keeps the same tokens.
     """
+    with assistant_config(small, params), count_forward_calls(small) as small_calls:
+        result = hf_generate(
+            large, input_ids, params, max_new_tokens, stop_strings, assistant_model=small
+        )
+    result.stats["n_small_calls"] = small_calls[0]
+    return result
 
+
+def decode_prompt_lookup(
+    large: PreTrainedModel,
+    input_ids: torch.Tensor,
+    *,
+    params: PromptLookupParams,
+    max_new_tokens: int,
+    stop_strings: StopStrings | None = None,
+) -> GenerationResult:
+    """Run ``large.generate(prompt_lookup_num_tokens=...)``: HF's prompt lookup decoding,
+    the model-free draft-and-verify baseline (no small model)."""
+    return hf_generate(
+        large,
+        input_ids,
+        params,
+        max_new_tokens,
+        stop_strings,
+        prompt_lookup_num_tokens=params.prompt_lookup_num_tokens,
+        max_matching_ngram_size=params.max_matching_ngram_size,
+    )
+
+
+def hf_generate(
+    large: PreTrainedModel,
+    input_ids: torch.Tensor,
+    params: SamplingParams,
+    max_new_tokens: int,
+    stop_strings: StopStrings | None,
+    **method_kwargs: Any,
+) -> GenerationResult:
+    """One HF ``generate`` call of a draft-and-verify method (``method_kwargs``), with the
+    engine's sampling settings, stop rule and a count of the large model's calls."""
     sampling_kwargs: dict = {"do_sample": False}
     if params.sampling == "nucleus":
         sampling_kwargs = {
@@ -78,9 +117,7 @@ def decode_hf_assisted(
         }
     n_prefix = decoder_prefix(large, input_ids).shape[1]
     with (
-        assistant_config(small, params),
         count_forward_calls(large) as large_calls,
-        count_forward_calls(small) as small_calls,
         torch.random.fork_rng(devices=[input_ids.device] if input_ids.is_cuda else []),
     ):
         if params.seed is not None:
@@ -89,16 +126,15 @@ def decode_hf_assisted(
         output = large.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
-            assistant_model=small,
             max_new_tokens=max_new_tokens,
             num_beams=1,
             cache=empty_cache(large),
             **sampling_kwargs,
             **stop_kwargs(stop_strings),
+            **method_kwargs,
         )
     tokens = clip_at_stop(output[0, n_prefix:].tolist(), stop_strings)
-    stats = {"n_large_calls": large_calls[0], "n_small_calls": small_calls[0]}
-    return GenerationResult(tokens=tokens, from_large=None, stats=stats)
+    return GenerationResult(tokens=tokens, from_large=None, stats={"n_large_calls": large_calls[0]})
 
 
 @torch.inference_mode()

@@ -169,6 +169,22 @@ class HfAssistedParams(SamplingParams):
 
 
 @dataclass(frozen=True)
+class PromptLookupParams(SamplingParams):
+    """``prompt_lookup``: Hugging Face prompt lookup decoding (Saxena 2023), a model-free
+    drafter: the continuation of the latest n-gram match in the prompt and output so far is
+    proposed and verified by the large model in one call. Parameters pass through to
+    ``generate`` unchanged."""
+
+    prompt_lookup_num_tokens: int = 10  # tokens proposed per match (HF's example value)
+    max_matching_ngram_size: int = 2  # longest n-gram matched (HF's default)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("prompt_lookup_num_tokens", self.prompt_lookup_num_tokens, 1)
+        check_int("max_matching_ngram_size", self.max_matching_ngram_size, 1)
+
+
+@dataclass(frozen=True)
 class CalmParams(SamplingParams):
     """``calm``: per-token early exit inside the large model (Schuster et al. 2022).
 
@@ -196,6 +212,7 @@ PARAMS_BY_METHOD: dict[str, type[SamplingParams]] = {
     "speculative": SpeculativeParams,
     "oracle": OracleParams,
     "hf_assisted": HfAssistedParams,
+    "prompt_lookup": PromptLookupParams,
     "calm": CalmParams,
 }
 METHODS = tuple(PARAMS_BY_METHOD)

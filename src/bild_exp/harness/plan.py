@@ -22,13 +22,14 @@ BASELINE_METHODS = ("large", "small")
 # base: pair.small | aligned: pair.small_aligned | early_exit: the large model's first
 # pair.early_exit_layers decoder layers (paper Section 4.4)
 SMALL_VARIANTS = ("base", "aligned", "early_exit")
-SINGLE_MODEL_METHODS = ("large", "calm")  # no small model, so no small variant
+SINGLE_MODEL_METHODS = ("large", "calm", "prompt_lookup")  # no small model, so no small variant
 GRID_AXES = (
     "fallback_threshold",
     "rollback_threshold",
     "window",
     "oracle_threshold",
     "num_assistant_tokens",
+    "prompt_lookup_num_tokens",
     "exit_threshold",
     "decay_temperature",
 )
@@ -45,6 +46,8 @@ PARAM_COLUMNS = (
     "num_assistant_tokens",
     "num_assistant_tokens_schedule",
     "assistant_confidence_threshold",
+    "prompt_lookup_num_tokens",
+    "max_matching_ngram_size",
     "exit_threshold",
     "decay_temperature",
     "min_exit_layer",
