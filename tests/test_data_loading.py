@@ -3,6 +3,7 @@ errors for missing files, columns and uncached Hub ids."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import time
@@ -128,3 +129,36 @@ def test_shipped_demo_corpus_loads():
     examples = load_examples(task)
     assert len(examples) == 1000 and examples[0].id == "test-00000"
     assert all(e.source and e.target for e in examples)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(["Hallo", "Welt"], "list"), (12345, "int"), ({"de": "x"}, "dict")]
+)
+def test_a_source_or_reference_that_is_not_text_is_one_line(tmp_path, value, shown):
+    """Never its printed form scored as text (a list became "['Hallo', 'Welt']")."""
+    path = tmp_path / "dev.jsonl"
+    rows = [{"src": "fine", "ref": "fine"}, {"src": value, "ref": "x"}]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    with pytest.raises(
+        DataError, match=rf"row 1 .* field 'src' is a {shown} .*accepted a string"
+    ) as error:
+        load_examples(custom_task(path))
+    assert "\n" not in str(error.value)
+    rows = [{"src": "fine", "ref": value}]
+    path.write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(DataError, match=rf"row 0 .* field 'ref' is a {shown}"):
+        load_examples(custom_task(path))
+
+
+def test_example_ids_choose_examples_in_their_order(tmp_path):
+    from bild_exp.harness.pipeline import chosen_examples
+
+    path = tmp_path / "dev.jsonl"
+    rows = [{"id": f"e{i}", "src": f"s{i}", "ref": f"r{i}"} for i in range(5)]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    task = custom_task(path)
+    task = dataclasses.replace(task, id_field="id")
+    examples = load_examples(task)
+    assert [e.source for e in chosen_examples(examples, ["e3", "e0"])] == ["s3", "s0"]
+    with pytest.raises(DataError, match=r"^data.example_ids=\['e9'\] are not in the split"):
+        chosen_examples(examples, ["e3", "e9"])

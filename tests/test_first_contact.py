@@ -313,6 +313,14 @@ def test_make_demo_dry_run_runs_nothing(tmp_path):
         ("data.limit=-5", "data.limit=-5 is invalid"),
         ("logger.mode=ofline", "logger.mode='ofline' is invalid: accepted online, offline"),
         ("data.warmup=-1", "data.warmup=-1 is invalid"),
+        ("data.warmup_max_new_tokens=0", "data.warmup_max_new_tokens=0 is invalid: accepted null"),
+        ("task.max_new_tokens=0", "task.max_new_tokens=0 is invalid: accepted an integer >= 1"),
+        ("task.max_new_tokens=abc", "task.max_new_tokens='abc' is invalid"),
+        ("task.max_source_length=-1", "task.max_source_length=-1 is invalid"),
+        ("max_new_tokens=-3", "max_new_tokens=-3 is invalid: accepted null (the task's) or"),
+        ("data.example_ids=[]", "data.example_ids=[] is invalid: accepted null"),
+        ("data.example_ids=[1,2]", "data.example_ids=[1, 2] is invalid"),
+        ("engine.cpu_kernels=fast", "engine.cpu_kernels='fast' is invalid: accepted 'auto'"),
     ],
 )
 def test_settings_refused_before_anything_loads(override, message, monkeypatch):

@@ -274,9 +274,10 @@ def to_examples(task: TaskSpec, rows, split: str) -> list[Example]:
             if task.id_field and task.id_field in row
             else f"{split}-{index}"
         )
+        where = f"task {task.name!r} split {split!r} row {index} (id {example_id!r})"
         source, target = (
-            text_value(record, task.source_field),
-            text_value(record, task.target_field),
+            string_field(record, task.source_field, where),
+            string_field(record, task.target_field, where),
         )
         examples.append(
             Example(
@@ -287,6 +288,18 @@ def to_examples(task: TaskSpec, rows, split: str) -> list[Example]:
             )
         )
     return examples
+
+
+def string_field(record: dict[str, Any] | None, field_name: str, where: str) -> str:
+    """A source or reference: text, or empty when null or missing; any other type (a list, a
+    number) is a one-line error, never its printed form scored as text."""
+    value = None if record is None else record.get(field_name)
+    if value is not None and not isinstance(value, str):
+        raise DataError(
+            f"{where} field {field_name!r} is a {type(value).__name__} ({str(value)[:60]!r}): "
+            "accepted a string, or null/missing (skipped as empty)"
+        )
+    return "" if value is None else value
 
 
 def text_value(record: dict[str, Any] | None, field_name: str) -> str:

@@ -168,7 +168,24 @@ def prepack_models(models: list[nn.Module | None]) -> int:
             setattr(parent, name, layer)
             swapped += 1
         del uses, child, layer  # the last references this function holds to the weight
+    own_remaining_parameters(models)
     return swapped
+
+
+def own_remaining_parameters(models: list[nn.Module | None]) -> None:
+    """Give the parameters left after packing (embeddings, norms) memory of their own.
+
+    ``from_pretrained`` maps safetensors files into memory and its tensors point into the
+    mapping; while one tensor of a file lives the whole mapping stays, and every page that
+    packing read stays resident (measured: 16.5 GB resident for the Qwen2.5-Coder 1.5B +
+    0.5B pair, of which 6.8 GB were pages of weights already packed and released). Each
+    parameter (each shared one once) is copied out of the mapping, which then closes."""
+    seen: set[int] = set()
+    for model in models:
+        for parameter in [] if model is None else model.parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                parameter.data = parameter.data.clone()
 
 
 def packable(module: nn.Module) -> bool:

@@ -112,7 +112,8 @@ class LoadedPair:
         if method == "calm":
             return self.calm or self.large, None
         large = None if method == "small" else self.large
-        small = None if method == "large" else self.smalls[small_variant]
+        single = method == "large" or small_variant == "-"  # e.g. prompt lookup: no small
+        small = None if single else self.smalls[small_variant]
         return large, small
 
 

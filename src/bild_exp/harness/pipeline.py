@@ -124,8 +124,30 @@ def check_settings(cfg: DictConfig) -> None:
         )
     check_mode(cfg.logger)
     task = cfg.get("task") or {}
+    check_integer("max_new_tokens", cfg.get("max_new_tokens"), 1, "null (the task's)")
+    ids = cfg.data.get("example_ids")
+    if ids is not None and (
+        not OmegaConf.is_list(ids) or not ids or not all(isinstance(i, str) for i in ids)
+    ):
+        raise InvalidParameterError(
+            f"data.example_ids={ids!r} is invalid: accepted null (the split in file order) or "
+            "a non-empty list of example ids (strings)"
+        )
+    for key in ("max_new_tokens", "max_source_length"):  # before any model loads
+        if key in task:
+            check_integer(f"task.{key}", task.get(key), 1)
     if task.get("metric") == "pass_at_1":  # execution limits, before anything runs
         execution_limits(OmegaConf.to_container(task.get("execution") or {}, resolve=True))
+
+
+def check_integer(name: str, value: Any, low: int, or_null: str | None = None) -> None:
+    """One line naming the config key unless ``value`` is an integer >= ``low`` (or null,
+    when ``or_null`` says what null means)."""
+    if value is None and or_null is not None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        accepted = f"{or_null} or an integer >= {low}" if or_null else f"an integer >= {low}"
+        raise InvalidParameterError(f"{name}={value!r} is invalid: accepted {accepted}")
 
 
 def check_paper_device(cfg: DictConfig, task: TaskSpec, device: Any) -> None:
@@ -138,10 +160,27 @@ def check_paper_device(cfg: DictConfig, task: TaskSpec, device: Any) -> None:
         )
 
 
+def chosen_examples(examples: list[Example], ids: list[str]) -> list[Example]:
+    """The examples named by ``data.example_ids``, in that order; an unknown id is one line."""
+    by_id = {example.id: example for example in examples}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise DataError(
+            f"data.example_ids={unknown[:3]!r} are not in the split: accepted ids such as "
+            f"{list(by_id)[:3]!r} ({len(by_id)} examples)"
+        )
+    return [by_id[i] for i in ids]
+
+
 def select_examples(task: TaskSpec, cfg: DictConfig) -> tuple[list[Example], dict[str, int]]:
     """The data slice; examples with an empty (or null) source or reference are skipped and
     counted, or refused, as ``scoring.empty_sources`` says."""
-    examples = load_examples(task, cfg.data.split or task.split, cfg.data.limit)
+    ids = cfg.data.get("example_ids")
+    if ids:  # chosen examples, in the order given (then the limit)
+        examples = chosen_examples(load_examples(task, cfg.data.split or task.split), list(ids))
+        examples = examples[: cfg.data.limit] if cfg.data.limit else examples
+    else:
+        examples = load_examples(task, cfg.data.split or task.split, cfg.data.limit)
     empty = {
         "n_empty_sources_skipped": sum(not has_source(e) for e in examples),
         "n_empty_references_skipped": sum(has_source(e) and not e.target.strip() for e in examples),
