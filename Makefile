@@ -123,7 +123,7 @@ bench-calls: setup ## A k-token decoder call's cost in one-token calls, per mode
 	$(PY) -m bild_exp.bench.call_costs pair=smollm2 $(EXTRA)
 	$(PY) -m bild_exp.bench.call_costs pair=qwen2.5-coder_0.5b_1.5b $(EXTRA)
 
-bench: setup bench-calls ## BiLD vs every baseline on the real pair, side by side in one run (after the call costs)
+bench: setup $(if $(DRY_RUN),,bench-calls) ## BiLD vs every baseline on the real pair, side by side in one run (after the call costs)
 	$(PY) -m bild_exp.bench +task=synopsis grid.window=[3] grid.num_assistant_tokens=[3] bench.scale_workers=[] bench.engine_section=false $(if $(LIMIT),data.limit=$(LIMIT) bench.n_examples=$(LIMIT),data.limit=$(LLM_BENCH_SELECTION) bench.n_examples=$(LLM_BENCH_EXAMPLES)) $(DRY_FLAG) $(EXTRA)
 
 bench-mt: setup ## The same benchmark on the T5 demo pair (~15 min)

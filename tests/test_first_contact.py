@@ -329,8 +329,9 @@ def test_settings_refused_before_anything_loads(override, message, monkeypatch):
 
     monkeypatch.setattr(pipeline, "load_examples", no_loading)
     monkeypatch.setattr(pipeline, "load_pair", no_loading)
+    task = ["+task=demo"] if override.startswith("task.") else []
     with pytest.raises(InvalidParameterError, match=re.escape(message)):
-        sweep.run(compose_sweep([override, "logger=wandb"]))
+        sweep.run(compose_sweep([*task, override, "logger=wandb"]))
 
 
 def test_unset_custom_file_says_which_override(tmp_path):

@@ -146,13 +146,14 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 def prepack_models(models: list[nn.Module | None]) -> int:
     """Swap every float32 ``nn.Linear`` of ``models`` (on a CPU) for a
     :class:`PrepackedLinear`, packing each distinct weight tensor once; the number of
-    layers swapped. ``None`` entries are skipped; models must not train afterwards.
+    layers swapped. Entries that are not modules (``None``, an ``EarlyExit`` view of a
+    listed large model) are skipped; models must not train afterwards.
 
     Weights are packed one at a time and each is released as soon as its layers are
     swapped, so memory peaks at the models plus one packed matrix (plus tied copies)."""
     groups: dict[int, list[tuple[nn.Module, str, nn.Linear]]] = {}  # id(weight) -> uses
     for model in models:
-        if model is None:
+        if not isinstance(model, nn.Module):  # None, or an early-exit view of a listed model
             continue
         for parent in model.modules():
             for name, child in parent.named_children():
@@ -182,7 +183,7 @@ def own_remaining_parameters(models: list[nn.Module | None]) -> None:
     parameter (each shared one once) is copied out of the mapping, which then closes."""
     seen: set[int] = set()
     for model in models:
-        for parameter in [] if model is None else model.parameters():
+        for parameter in model.parameters() if isinstance(model, nn.Module) else []:
             if id(parameter) not in seen:
                 seen.add(id(parameter))
                 parameter.data = parameter.data.clone()
