@@ -366,6 +366,11 @@ def sweep_on_device(
     cfg: DictConfig, runs: list[RunConfig], task: TaskSpec, torch_device: torch.device
 ) -> SweepOutcome:
     """Load, decode, score and report, on the device this job holds."""
+    if not cfg.progress:  # progress=false silences the libraries' loading bars too
+        import datasets
+
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
     examples, n_skipped = select_examples(task, cfg)
     device = device_description(torch_device)
     fingerprint = compatibility(cfg, task, device, runs)
@@ -378,8 +383,6 @@ def sweep_on_device(
     )
     store.check(fingerprint)  # before any model loads
     baselines.check(fingerprint)
-    if not cfg.progress:  # progress=false silences the libraries' loading bars too
-        transformers.utils.logging.disable_progress_bar()
     if cfg.pair.architecture == "decoder-only":  # a chat prompt needs a chat template: check first
         task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
     variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
