@@ -160,25 +160,9 @@ def test_compiled_path_over_a_prepacked_model_matches_eager():
     large, small = float32_pair()
     prepack_models([large, small])
     for ids in prompts(2):
-        eager = generate(
-            "bild",
-            large=large,
-            small=small,
-            input_ids=ids,
-            max_new_tokens=MAX_NEW,
-            fallback_threshold=0.6,
-            rollback_threshold=2.0,
-        )
-        compiled = generate(
-            "bild",
-            large=large,
-            small=small,
-            input_ids=ids,
-            max_new_tokens=MAX_NEW,
-            fallback_threshold=0.6,
-            rollback_threshold=2.0,
-            compile=True,
-        )
+        common = {"large": large, "small": small, "input_ids": ids, "max_new_tokens": MAX_NEW}
+        eager = generate("bild", **common, **METHODS["bild"])
+        compiled = generate("bild", **common, **METHODS["bild"], compile=True)
         assert compiled.tokens == eager.tokens
         assert compiled.stats == eager.stats
 
