@@ -27,7 +27,7 @@ LIMIT ?=
 DEMO_LIMIT ?= 120
 LLM_DEMO_LIMIT ?= 25
 # make demo: the three HumanEval problems with the shortest prompt plus canonical solution in the
-# pair's tokens (43, 49 and 52): on 2 CPU cores vanilla large takes ~155 s on a median-length
+# pair's tokens (43, 49 and 52): on 2 CPU cores vanilla large takes minutes on a median-length
 # problem (HumanEval/0), and the demo runs 8 configurations; each configuration first decodes
 # 16 tokens of one problem untimed (warm-up). `make humaneval` runs all 164.
 HUMANEVAL_DEMO_IDS ?= [HumanEval/23,HumanEval/27,HumanEval/45]
