@@ -8,7 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from bild_exp.bench.cost_model import CallTimes, ideal_bild_speedup, predicted_latency
-from bild_exp.bench.run import bootstrap_speedup, run
+from bild_exp.bench.run import run
+from bild_exp.harness import stats
 from bild_exp.sweep import with_default_task
 from tests.test_sweep import CONF_DIR, tiny_overrides
 
@@ -27,8 +28,9 @@ def test_cost_model_by_hand():
 def test_bootstrap_interval_contains_the_point_estimate():
     reference = pd.Series([2.0, 2.2, 1.8, 2.1] * 5).to_numpy()
     mine = pd.Series([1.0, 1.2, 0.9, 1.1] * 5).to_numpy()
-    low, high = bootstrap_speedup(reference, mine, 500)
-    assert low <= reference.sum() / mine.sum() <= high
+    speedup = stats.ratio_interval(reference, mine, stats.bootstrap_indices(20, 500, seed=0))
+    assert speedup.low <= reference.sum() / mine.sum() == speedup.estimate <= speedup.high
+    assert speedup.low < speedup.high
 
 
 # max-autotune's generated kernels take minutes to tune on a cold machine: a slow test.
@@ -70,6 +72,9 @@ def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path, compile_mod
         "bleu",
         "total_latency_s",
         "speedup_ci95",
+        "quality_diff_ci95",
+        "quality_p_value",
+        "acceptance_rate",
         "tokens_per_s",
         "large_calls_per_token",
     ):

@@ -74,6 +74,7 @@ def test_cached_engine_equals_no_cache_reference(family, method, params):
 def test_bild_stats_add_up(family):
     """Every large call verifies some small tokens; rolled-back tokens were drafted and dropped."""
     large, small = tiny_pair(family)
+    events = {"rollbacks": 0, "fallbacks": 0}
     for seed in range(4):
         res = generate(
             "bild",
@@ -81,8 +82,8 @@ def test_bild_stats_add_up(family):
             small=small,
             input_ids=prompt(family, seed),
             max_new_tokens=30,
-            fallback_threshold=0.6,
-            rollback_threshold=1.0,
+            fallback_threshold=0.4,  # both policies fire on these tiny pairs
+            rollback_threshold=0.3,
         )
         stats = res.stats
         assert len(stats["accepted_lengths"]) == stats["n_large_calls"]
@@ -94,6 +95,14 @@ def test_bild_stats_add_up(family):
         # Each small call yields one token: kept, rolled back, or discarded at a fallback.
         assert drafted + stats["n_fallbacks"] == stats["n_small_calls"]
         assert stats["n_rollbacks"] <= stats["n_rolled_back_tokens"]
+        # per large pass: draft tokens checked and kept; the rest were rolled back
+        checked, kept = stats["drafted_lengths"], stats["accepted_lengths"]
+        assert len(checked) == len(kept)
+        assert all(0 <= k <= c for k, c in zip(kept, checked, strict=True))
+        assert sum(checked) - sum(kept) == stats["n_rolled_back_tokens"]
+        events["rollbacks"] += stats["n_rollbacks"]
+        events["fallbacks"] += stats["n_fallbacks"]
+    assert events["rollbacks"] > 0 and events["fallbacks"] > 0, events  # both paths ran
 
 
 def test_each_token_is_fed_once_without_rollbacks():

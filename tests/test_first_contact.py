@@ -321,6 +321,9 @@ def test_make_demo_dry_run_runs_nothing(tmp_path):
         ("data.example_ids=[]", "data.example_ids=[] is invalid: accepted null"),
         ("data.example_ids=[1,2]", "data.example_ids=[1, 2] is invalid"),
         ("engine.cpu_kernels=fast", "engine.cpu_kernels='fast' is invalid: accepted 'auto'"),
+        ("stats.bootstrap=0", "stats.bootstrap=0 is invalid: accepted an integer >= 1"),
+        ("stats.seed=-1", "stats.seed=-1 is invalid: accepted an integer >= 0"),
+        ("stats.confidence=95", "stats.confidence=95 is invalid: accepted a number strictly"),
     ],
 )
 def test_settings_refused_before_anything_loads(override, message, monkeypatch):

@@ -92,7 +92,10 @@ def test_pareto_mask_by_hand():
 
 
 def test_operating_points_follow_table1_rule():
-    points = operating_points(fake_summary(), "bleu").set_index(["family", "tolerance"])
+    points = operating_points(fake_summary(), "bleu")
+    # without intervals the ci rule has nothing it may accept
+    assert points[points["rule"] == "ci"]["config_id"].isna().all()
+    points = points[points["rule"] == "point"].set_index(["family", "tolerance"])
     # within 0.1 of 30.0: 29.95 @ 1.5x and 30.1 @ 1.2x qualify -> 1.5x; within 1: 29.0 @ 1.9x.
     assert points.loc[("bild/base", 0.1), "speedup"] == 1.5
     assert points.loc[("bild/base", 1.0), "speedup"] == 1.9
@@ -126,6 +129,17 @@ def test_paper_comparison_from_a_results_folder(tiny_assets, tmp_path, monkeypat
     paper.main()
     table = pd.read_csv(tmp_path / "table1" / "table1.csv")
     assert set(table["row"]) == {"vanilla", "bild/base", "bild/aligned"}
+    assert set(table["rule"].dropna()) == {"point", "ci"}
+    for column in ("quality_ci", "speedup_ci", "diff_vs_large_ci", "paper_speedup_in_ci"):
+        assert column in table
+    assert table["speedup_ci"].notna().any()
+    summary = outcome.summary.set_index("method")
+    for column in ("quality_low", "quality_diff_low", "quality_p_value", "speedup_low"):
+        assert summary[column].notna().all(), column
+    assert summary.loc["large", "quality_p_value"] == 1.0  # vanilla against itself
+    assert (summary["speedup_low"] <= summary["speedup"]).all()
+    assert "diff_vs_large_ci" in (outcome.run_dir / "summary.md").read_text()
+    assert set(outcome.operating_points["rule"]) == {"point", "ci"}
     assert (tmp_path / "table1" / "table1.md").read_text().startswith("# table1")
     assert (outcome.run_dir / "table1_pareto.png").exists()
 

@@ -106,10 +106,14 @@ def table3_rows(run_dir: Path) -> list[dict]:
                 "rollback_pct": ours.get("rollback_pct"),
                 "large_call_pct": ours.get("large_call_pct"),
                 "thresholds (RB, FB)": thresholds(ours),
+                **intervals(ours),
                 **{
                     f"paper_{column}": _value(paper, name, column)
                     for column in ("quality", "speedup", "fallback_pct", "rollback_pct")
                 },
+                "paper_speedup_in_ci": inside(
+                    _value(paper, name, "speedup"), ours, "speedup_low", "speedup_high"
+                ),
             }
         )
     return rows
@@ -152,11 +156,40 @@ def table5_rows(run_dir: Path) -> list[dict]:
                 "quality": ours.get(quality),
                 "speedup": ours.get("speedup"),
                 "thresholds (RB, FB)": thresholds(ours),
+                **intervals(ours),
                 "paper_quality": None if best is None else best["quality"],
                 "paper_speedup": None if best is None else best["speedup"],
+                "paper_speedup_in_ci": inside(
+                    None if best is None else best["speedup"], ours, "speedup_low", "speedup_high"
+                ),
             }
         )
     return rows
+
+
+def ci_text(row, low: str, high: str) -> str | None:
+    """``[low, high]`` from a summary or operating-point row (None when it has none)."""
+    lo, hi = row.get(low), row.get(high)
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return None
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
+def intervals(row) -> dict[str, str | None]:
+    """Our 95% paired-bootstrap intervals (bild_exp.harness.stats) of a chosen row."""
+    return {
+        "quality_ci": ci_text(row, "quality_low", "quality_high"),
+        "diff_vs_large_ci": ci_text(row, "quality_diff_low", "quality_diff_high"),
+        "speedup_ci": ci_text(row, "speedup_low", "speedup_high"),
+    }
+
+
+def inside(value: float | None, row, low: str, high: str) -> bool | None:
+    """Whether a published number lies in our interval (None when either is missing)."""
+    lo, hi = row.get(low), row.get(high)
+    if value is None or lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return None
+    return bool(lo <= value <= hi)
 
 
 def thresholds(row) -> str | None:
@@ -183,36 +216,57 @@ def task_quality(run_dir: Path) -> tuple[str, str]:
 
 
 def operating_point_rows(run_dir: Path, published: pd.DataFrame) -> list[dict]:
-    """Our Table 1 operating points with the published ones beside them."""
+    """Our Table 1 operating points under both rules (``point``: the paper's, on point
+    estimates; ``ci``: the quality difference's lower 95% bound within the tolerance), with
+    our intervals, the published points beside them, and whether our intervals include the
+    published speedup and quality drop."""
     task, quality = task_quality(run_dir)
     summary = pd.read_csv(run_dir / "summary.csv")
     points = pd.read_csv(run_dir / "operating_points.csv")
+    if "rule" not in points:  # written before the ci rule existed
+        points["rule"] = "point"
     paper = published[published["task"] == task]
     vanilla = summary[summary["method"] == "large"]
+    paper_vanilla = _paper(paper, "vanilla", None, "quality")
     rows = [
         {
             "task": task,
             "row": "vanilla",
+            "rule": None,
             "tolerance": None,
             "quality": vanilla[quality].iloc[0] if len(vanilla) else None,
             "speedup": 1.0,
-            "paper_quality": _paper(paper, "vanilla", None, "quality"),
+            **(intervals(vanilla.iloc[0]) if len(vanilla) else {}),
+            "paper_quality": paper_vanilla,
             "paper_speedup": 1.0 if len(paper) else None,
         }
     ]
     for _, point in points[points["family"].str.startswith("bild/")].iterrows():
+        paper_quality = _paper(paper, point["family"], point["tolerance"], "quality")
+        paper_speedup = _paper(paper, point["family"], point["tolerance"], "speedup")
+        paper_drop = (
+            None
+            if paper_quality is None or paper_vanilla is None
+            else paper_quality - paper_vanilla
+        )
         rows.append(
             {
                 "task": task,
                 "row": point["family"],
+                "rule": point["rule"],
                 "tolerance": point["tolerance"],
                 "quality": point["quality"],
                 "speedup": point["speedup"],
                 "thresholds (RB, FB)": f"({point['rollback_threshold']:g}, {point['fallback_threshold']:g})"
                 if pd.notna(point["quality"])
                 else None,
-                "paper_quality": _paper(paper, point["family"], point["tolerance"], "quality"),
-                "paper_speedup": _paper(paper, point["family"], point["tolerance"], "speedup"),
+                **intervals(point),
+                "paper_quality": paper_quality,
+                "paper_speedup": paper_speedup,
+                "paper_speedup_in_ci": inside(paper_speedup, point, "speedup_low", "speedup_high"),
+                "paper_drop_in_ci": inside(
+                    paper_drop, point, "quality_diff_low", "quality_diff_high"
+                ),
             }
         )
     return rows
@@ -315,7 +369,11 @@ def write_comparison(experiment: str, results_dir: Path) -> None:
         )
     table = compare(experiment_dir, experiment)
     note = (
-        ""
+        "Ours: intervals are paired bootstrap 95% over examples (bild_exp.harness.stats); "
+        "rule `point` picks the fastest configuration whose quality is within the tolerance "
+        "of vanilla large (the paper's rule), rule `ci` the fastest whose quality difference's "
+        "lower bound is; `paper_*_in_ci` says whether our interval includes the published "
+        "number.\n\n"
         if experiment in COMPARED
         else (
             "Published numbers for this table/figure are not printed beside ours; the "

@@ -6,6 +6,7 @@
   ablation families.
 - :func:`threshold_map`: Figure 10 (quality and speedup over alpha_FB x alpha_RB).
 - :func:`oracle_curve`: Figure 2 (quality vs fraction of tokens the large model replaced).
+- :func:`acceptance_figure`: per-position acceptance of draft tokens per method family.
 - :func:`token_authorship`: Figure 9 (which model wrote each token of one output).
 - :func:`cost_figure`: Figure 8 (analytical FLOPs, bytes moved and arithmetic intensity per
   token of vanilla large, vanilla small and BiLD's operating points, normalised to vanilla).
@@ -16,6 +17,7 @@ over the families ``small/early_exit``, ``bild/early_exit`` and ``calm``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -73,6 +75,7 @@ def pareto_figure(
         points = axis.scatter(
             group["normalized_latency"], group[quality], s=18, alpha=0.5, label=label
         )
+        draw_intervals(axis, group, quality, points.get_facecolor()[0])
         frontier = group[group["pareto"]].sort_values("normalized_latency")
         axis.plot(
             frontier["normalized_latency"],
@@ -80,6 +83,7 @@ def pareto_figure(
             color=points.get_facecolor()[0],
             lw=1.5,
         )
+    mark_indistinguishable(axis, others, quality, families)
     if not large.empty:
         vanilla = large[quality].iloc[0]
         axis.scatter(
@@ -93,6 +97,97 @@ def pareto_figure(
     axis.legend(fontsize=7)
     axis.grid(alpha=0.3)
     return save(figure, stem)
+
+
+def draw_intervals(axis: plt.Axes, group: pd.DataFrame, quality: str, color) -> None:
+    """Error bars on both axes: the quality interval and the speedup interval (as
+    normalised latency, 1/speedup), where the summary has them."""
+    needed = ["quality_low", "quality_high", "speedup_low", "speedup_high"]
+    if not set(needed) <= set(group):
+        return
+    group = group.dropna(subset=needed)
+    if group.empty:
+        return
+    x, y = group["normalized_latency"], group[quality]
+    axis.errorbar(
+        x,
+        y,
+        xerr=[
+            (x - 1 / group["speedup_high"]).clip(lower=0),
+            (1 / group["speedup_low"] - x).clip(lower=0),
+        ],
+        yerr=[(y - group["quality_low"]).clip(lower=0), (group["quality_high"] - y).clip(lower=0)],
+        fmt="none",
+        ecolor=color,
+        alpha=0.35,
+        lw=0.8,
+    )
+
+
+def indistinguishable_from_vanilla(summary: pd.DataFrame) -> pd.Series:
+    """True where the paired interval of the quality difference contains zero."""
+    if "quality_diff_low" not in summary:
+        return pd.Series(False, index=summary.index)
+    return (summary["quality_diff_low"] <= 0) & (summary["quality_diff_high"] >= 0)
+
+
+def mark_indistinguishable(
+    axis: plt.Axes, others: pd.DataFrame, quality: str, families: list[str] | None
+) -> None:
+    """Ring the points whose quality cannot be told apart from vanilla large's."""
+    if families:
+        others = others[others["family"].isin(families)]
+    same = others[indistinguishable_from_vanilla(others)]
+    if same.empty:
+        return
+    axis.scatter(
+        same["normalized_latency"],
+        same[quality],
+        s=60,
+        facecolors="none",
+        edgecolors="black",
+        lw=0.7,
+        label="quality not distinguishable from vanilla",
+    )
+
+
+def acceptance_figure(summary: pd.DataFrame, stem: Path) -> list[Path]:
+    """Per-position acceptance (probability that the i-th draft token a large pass checks
+    is kept), pooled over each family's configurations; nothing is drawn without data."""
+    if "position_drafted" not in summary:
+        return []
+    rows = summary.dropna(subset=["position_drafted"])
+    if rows.empty:
+        return []
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for family, group in rows.groupby("family"):
+        accepted, drafted = pooled_positions(group)
+        positions = [i + 1 for i, d in enumerate(drafted) if d]
+        rates = [a / d for a, d in zip(accepted, drafted, strict=True) if d]
+        axis.plot(positions, rates, marker="o", ms=3, label=FAMILY_LABELS.get(family, family))
+    axis.set_xlabel("draft position checked by the large model")
+    axis.set_ylabel("acceptance probability")
+    axis.set_ylim(0, 1.02)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    return save(figure, stem)
+
+
+def pooled_positions(group: pd.DataFrame) -> tuple[list[int], list[int]]:
+    """Summed per-position accepted and checked counts of several configurations."""
+    accepted: list[int] = []
+    drafted: list[int] = []
+    for acc_text, drafted_text in zip(
+        group["position_accepted"], group["position_drafted"], strict=True
+    ):
+        for totals, counts in (
+            (accepted, json.loads(acc_text)),
+            (drafted, json.loads(drafted_text)),
+        ):
+            totals.extend([0] * (len(counts) - len(totals)))
+            for i, count in enumerate(counts):
+                totals[i] += count
+    return accepted, drafted
 
 
 def threshold_map(
@@ -170,7 +265,9 @@ def cost_rows(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
         if not str(point["family"]).startswith("bild"):
             continue
         label = FAMILY_LABELS.get(point["family"], point["family"])
-        chosen.append((f"{label}, within {point['tolerance']:g}", by_id.loc[point["config_id"]]))
+        rule = point.get("rule", "point")  # files written before the ci rule lack the column
+        within = f"within {point['tolerance']:g}" + (" (ci rule)" if rule == "ci" else "")
+        chosen.append((f"{label}, {within}", by_id.loc[point["config_id"]]))
     rows = []
     for label, row in chosen:
         entry = {"config": label, "speedup": row.get("speedup")}

@@ -30,6 +30,7 @@ from bild_exp.bench.methods import Contender, contenders, with_compiled_twins
 from bild_exp.bench.scale import length_table, worker_throughput
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
+from bild_exp.harness import stats
 from bild_exp.harness.execute import EncodedExample, encode, output_text
 from bild_exp.harness.metrics import score
 from bild_exp.harness.models import LoadedPair, load_pair
@@ -74,22 +75,13 @@ def interleaved_run(
                     "reference": item.example.target,
                     "n_large_calls": result.stats.get("n_large_calls"),
                     "accepted_lengths": result.stats.get("accepted_lengths"),
+                    "drafted_lengths": result.stats.get("drafted_lengths"),
                     "large_call_shapes": result.stats.get("large_call_shapes"),
                     "small_call_shapes": result.stats.get("small_call_shapes"),
                     "small_variant": contender.small_variant,
                 }
             )
     return pd.DataFrame(rows)
-
-
-def bootstrap_speedup(
-    reference: np.ndarray, mine: np.ndarray, samples: int, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile interval of the ratio of total latencies, resampling examples."""
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(mine), size=(samples, len(mine)))
-    ratios = reference[index].sum(1) / mine[index].sum(1)
-    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
 def method_row(
@@ -100,25 +92,42 @@ def method_row(
     samples: int,
     predicted: float | None,
 ) -> dict[str, Any]:
+    """One contender against the reference on the same examples: speedup and quality
+    difference with paired bootstrap 95% intervals (one draw of examples for both)."""
     joined = group.merge(
-        reference[["example_id", "latency_s"]], on="example_id", suffixes=("", "_ref")
+        reference[["example_id", "latency_s", "hypothesis"]],
+        on="example_id",
+        suffixes=("", "_ref"),
     )
-    low, high = bootstrap_speedup(
-        joined["latency_s_ref"].to_numpy(), joined["latency_s"].to_numpy(), samples
+    indices = stats.bootstrap_indices(len(joined), samples, seed=0)
+    speedup = stats.ratio_interval(
+        joined["latency_s_ref"].to_numpy(), joined["latency_s"].to_numpy(), indices
+    )
+    difference = stats.paired_difference(
+        stats.per_example_quality(metric, quality, joined["hypothesis"], joined["reference"]),
+        stats.per_example_quality(metric, quality, joined["hypothesis_ref"], joined["reference"]),
+        indices,
+        seed=0,
     )
     accepted = [n for lengths in group["accepted_lengths"].dropna() for n in lengths]
+    drafted = [n for lengths in group["drafted_lengths"].dropna() for n in lengths]
     calls = group["n_large_calls"].dropna()
     total = group["latency_s"].sum()
     return {
         "method": group["method"].iloc[0],
         quality: score(metric, list(group["hypothesis"]), list(group["reference"]))[quality],
+        "quality_diff": difference.difference.estimate,
+        "quality_diff_ci95": f"[{difference.difference.low:.2f}, {difference.difference.high:.2f}]",
+        "quality_p_value": difference.p_value,
         "total_latency_s": total,
-        "speedup": joined["latency_s_ref"].sum() / joined["latency_s"].sum(),
-        "speedup_ci95": f"[{low:.2f}, {high:.2f}]",
+        "speedup": speedup.estimate,
+        "speedup_ci95": f"[{speedup.low:.2f}, {speedup.high:.2f}]",
         "speedup_median": float((joined["latency_s_ref"] / joined["latency_s"]).median()),
+        "latency_median_s": float(group["latency_s"].median()),
         "tokens_per_s": group["n_tokens"].sum() / total,
         "large_calls_per_token": calls.sum() / group["n_tokens"].sum() if len(calls) else None,
         "mean_accepted_length": float(np.mean(accepted)) if accepted else None,
+        "acceptance_rate": sum(accepted) / sum(drafted) if sum(drafted) else None,
         "achieved_over_predicted": total / predicted if predicted else None,
     }
 
@@ -354,7 +363,8 @@ def write_report(
         f"torch {device['torch']}, transformers {device['transformers']}. Batch 1, greedy, "
         f"{bench.n_examples} examples of the {bench.split} split, methods interleaved per example; "
         "operating points chosen on the validation split. Speedup = vanilla large (engine) total latency / "
-        "method total latency; CI: 95% bootstrap over examples.",
+        "method total latency; quality_diff = method - vanilla large (engine); CIs: paired "
+        "bootstrap 95% over examples (bild_exp.harness.stats).",
         "",
         table.round(3).to_markdown(index=False),
         "",

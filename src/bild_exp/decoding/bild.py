@@ -91,6 +91,7 @@ class BildDecoder:
         rollback_at, token_id = torch.stack([rollback_at, token]).tolist()
         # 3. Keep the accepted small tokens and the large model's token.
         self.counters.accepted_lengths.append(rollback_at)
+        self.counters.drafted_lengths.append(n_unverified)
         n_rejected = n_unverified - rollback_at
         first_changed = sequence.length
         if n_rejected > 0:

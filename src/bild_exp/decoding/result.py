@@ -20,7 +20,8 @@ class GenerationResult:
         None for ``hf_assisted``, whose authorship Hugging Face does not expose.
     stats: counters (see the README's table): n_small_calls, n_large_calls, n_fallbacks,
         n_rollbacks, n_rolled_back_tokens, n_small_tokens, n_large_tokens,
-        accepted_lengths, and per-call shapes for cost models.
+        accepted_lengths and drafted_lengths (per large pass: draft tokens kept and
+        checked), and per-call shapes for cost models.
     """
 
     tokens: list[int]
@@ -39,6 +40,8 @@ class PolicyCounters:
     n_tail_verifications: int = 0  # large passes over the tail (verify_tail)
     n_oracle_replacements: int = 0
     accepted_lengths: list[int] = field(default_factory=list)
+    # per large pass, how many draft tokens it checked (accepted_lengths[i] of them kept)
+    drafted_lengths: list[int] = field(default_factory=list)
 
 
 def decoder_prefix(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
@@ -93,6 +96,7 @@ def build_result(
         "n_small_tokens": len(sequence.tokens) - n_large_tokens,
         "n_large_tokens": n_large_tokens,
         "accepted_lengths": list(counters.accepted_lengths),
+        "drafted_lengths": list(counters.drafted_lengths),
         "n_forced_verifications": counters.n_forced_verifications,
         "n_tail_verifications": counters.n_tail_verifications,
         "n_oracle_replacements": counters.n_oracle_replacements,

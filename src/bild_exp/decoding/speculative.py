@@ -100,6 +100,7 @@ def decode_speculative(
         synced = torch.cat([n_accepted.view(1), next_token.view(1), draft_tokens]).tolist()
         n_accepted, next_token_id, drafted = synced[0], synced[1], synced[2:]
         counters.accepted_lengths.append(n_accepted)
+        counters.drafted_lengths.append(gamma)
         if n_accepted < gamma:
             counters.n_rollbacks += 1
             counters.n_rolled_back_tokens += gamma - n_accepted

@@ -39,6 +39,7 @@ STAT_COLUMNS = (
 )
 LIST_STAT_COLUMNS = (
     "accepted_lengths",
+    "drafted_lengths",
     "large_call_shapes",
     "small_call_shapes",
     "call_exit_layers",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 from typing import Any
 
@@ -61,3 +62,12 @@ def build_manifest(
         **n_skipped,
         "n_truncated_sources": sum(item.truncated for item in items),
     }
+
+
+def machine_load() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the OS has none): recorded
+    before and after a sweep's timed work, so a summary can say when something else ran."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None

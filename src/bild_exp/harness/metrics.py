@@ -39,19 +39,26 @@ def corpus_bleu(
     return sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize).score
 
 
+def rouge_per_example(
+    hypotheses: Sequence[str], references: Sequence[str], use_stemmer: bool = True
+) -> dict[str, list[float]]:
+    """Per example ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F1, in percent."""
+    names = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(names, use_stemmer=use_stemmer)
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    for hypothesis, reference in zip(hypotheses, references, strict=True):
+        example = scorer.score(split_sentences(reference), split_sentences(hypothesis))
+        for name in names:
+            scores[name].append(100 * example[name].fmeasure)
+    return scores
+
+
 def rouge(
     hypotheses: Sequence[str], references: Sequence[str], use_stemmer: bool = True
 ) -> dict[str, float]:
     """Mean ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F1, in percent."""
-    names = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
-    scorer = rouge_scorer.RougeScorer(names, use_stemmer=use_stemmer)
-    totals = dict.fromkeys(names, 0.0)
-    for hypothesis, reference in zip(hypotheses, references, strict=True):
-        scores = scorer.score(split_sentences(reference), split_sentences(hypothesis))
-        for name in totals:
-            totals[name] += scores[name].fmeasure
-    n = max(len(hypotheses), 1)
-    return {name: 100 * total / n for name, total in totals.items()}
+    scores = rouge_per_example(hypotheses, references, use_stemmer)
+    return {name: sum(values) / max(len(values), 1) for name, values in scores.items()}
 
 
 def score(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,11 @@ from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.errors import Interrupted
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
 from bild_exp.harness.execution import execute_records, execution_limits
-from bild_exp.harness.manifest import build_manifest
+from bild_exp.harness.manifest import build_manifest, machine_load
 from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resolve_device
 from bild_exp.harness.placement import placed
 from bild_exp.harness.plan import RunConfig
-from bild_exp.harness.report import format_summary, write_outputs
+from bild_exp.harness.report import format_summary, notes, points_table, write_outputs
 from bild_exp.harness.store import BusyError, RecordStore
 from bild_exp.harness.summary import operating_points, quality_column, summarize
 from bild_exp.timing import device_description
@@ -103,20 +104,15 @@ def time_estimate(cfg: DictConfig, runs: list[RunConfig], n_calls: int) -> str:
 
 def check_settings(cfg: DictConfig) -> None:
     """The sweep's own settings, checked before any data or model loads."""
-    limit = cfg.data.limit
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise InvalidParameterError(
-            f"data.limit={limit!r} is invalid: accepted null (the whole split) or an integer >= 1"
-        )
-    warmup = cfg.data.warmup
-    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
-        raise InvalidParameterError(f"data.warmup={warmup!r} is invalid: accepted an integer >= 0")
-    cap = cfg.data.get("warmup_max_new_tokens")
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
-        raise InvalidParameterError(
-            f"data.warmup_max_new_tokens={cap!r} is invalid: accepted null (the task's limit) "
-            "or an integer >= 1"
-        )
+    check_integer("data.limit", cfg.data.limit, 1, "null (the whole split)")
+    check_integer("data.warmup", cfg.data.warmup, 0)
+    check_integer(
+        "data.warmup_max_new_tokens",
+        cfg.data.get("warmup_max_new_tokens"),
+        1,
+        "null (the task's limit)",
+    )
+    check_stats(cfg.get("stats") or {})
     if cfg.scoring.empty_sources not in EMPTY_SOURCE_POLICIES:
         raise InvalidParameterError(
             f"scoring.empty_sources={cfg.scoring.empty_sources!r} is invalid: accepted "
@@ -138,6 +134,23 @@ def check_settings(cfg: DictConfig) -> None:
             check_integer(f"task.{key}", task.get(key), 1)
     if task.get("metric") == "pass_at_1":  # execution limits, before anything runs
         execution_limits(OmegaConf.to_container(task.get("execution") or {}, resolve=True))
+
+
+def check_stats(settings: Any) -> None:
+    """``stats``: bootstrap resamples, their seed, the interval's confidence level."""
+    check_integer("stats.bootstrap", settings.get("bootstrap", 1000), 1)
+    check_integer("stats.randomizations", settings.get("randomizations", 10_000), 1)
+    check_integer("stats.seed", settings.get("seed", 0), 0)
+    confidence = settings.get("confidence", 0.95)
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, float | int)
+        or not (0 < confidence < 1)
+    ):
+        raise InvalidParameterError(
+            f"stats.confidence={confidence!r} is invalid: accepted a number strictly between "
+            "0 and 1 (e.g. 0.95)"
+        )
 
 
 def check_integer(name: str, value: Any, low: int, or_null: str | None = None) -> None:
@@ -394,6 +407,7 @@ def sweep_on_device(
     baselines.claim(fingerprint)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     context = {"task": task.name, "pair": cfg.pair.name, "split": cfg.data.split or task.split}
+    load_before = machine_load()
     try:
         execute_all(runs, items, pair, (store, baselines), context, cfg)
     except KeyboardInterrupt:
@@ -408,21 +422,30 @@ def sweep_on_device(
         records = executed(records, examples, task, run_dir)
     quality = quality_column(task.metric, task.extra.get("quality"))
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
-    summary = summarize(records, task.metric, quality, scoring)
+    settings = OmegaConf.to_container(cfg.stats, resolve=True) if "stats" in cfg else None
+    summary = summarize(records, task.metric, quality, scoring, settings)
     points = operating_points(summary, quality)
     manifest = build_manifest(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
     manifest["cpu_kernels"] = kernels
+    manifest["machine_load"] = {
+        "cores": os.cpu_count(),
+        "before": load_before,
+        "after": machine_load(),
+    }
     if (
         engine_compile(cfg) is not None
     ):  # compile time is kept out of every timed example; here it is
         manifest["compile"] = compile_report(pair)
     record_dirs = store.data_dirs + baselines.data_dirs
     write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs)
-    print(format_summary(summary, quality, device))
-    print("\nOperating points (best speedup with quality within the tolerance of vanilla large):")
-    print(points.round(3).to_string(index=False))
+    print(format_summary(summary, quality, device, notes(summary, manifest)))
+    print(
+        "\nOperating points (best speedup with quality within the tolerance of vanilla large;"
+        " rule point: on point estimates, ci: the 95% interval's lower bound):"
+    )
+    print(points_table(points).to_string(index=False))
     return SweepOutcome(run_dir, records, summary, points)
 
 

@@ -12,34 +12,114 @@ from omegaconf import DictConfig
 from bild_exp import plots
 from bild_exp.harness.plan import GRID_AXES
 from bild_exp.harness.store import atomic_write_bytes, atomic_write_json
+from bild_exp.harness.summary import resolution_notes
 from bild_exp.harness.wandb_log import log_sweep
 
 log = logging.getLogger(__name__)
 TABLE_COLUMNS = ["study", "small_variant", *GRID_AXES, "n_examples"]
 RATE_COLUMNS = [
     "speedup",
+    "speedup_ci",
     "speedup_median",
     "fallback_pct",
     "rollback_pct",
     "large_call_pct",
     "mean_accepted_length",
+    "acceptance_rate",
 ]
 OPTIONAL_COLUMNS = ["agreement_vs_large", "mean_exit_layer", "flops_per_token"]  # when present
 
 
+def interval(low: pd.Series, high: pd.Series, digits: int) -> pd.Series:
+    """``[low, high]`` as text (blank where either bound is missing)."""
+    return pd.Series(
+        [
+            "" if pd.isna(lo) or pd.isna(hi) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+            for lo, hi in zip(low, high, strict=True)
+        ],
+        index=low.index,
+    )
+
+
+def with_intervals(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with its intervals as printable ``[low, high]`` columns."""
+    frame = summary.copy()
+    for name, (low, high, digits) in {
+        "quality_ci": ("quality_low", "quality_high", 2),
+        "diff_vs_large_ci": ("quality_diff_low", "quality_diff_high", 2),
+        "speedup_ci": ("speedup_low", "speedup_high", 2),
+    }.items():
+        if low in frame:
+            frame[name] = interval(frame[low], frame[high], digits)
+    return frame
+
+
 def table(summary: pd.DataFrame, quality: str) -> pd.DataFrame:
-    columns = [c for c in TABLE_COLUMNS if c in summary and summary[c].notna().any()]
-    optional = [c for c in OPTIONAL_COLUMNS if c in summary and summary[c].notna().any()]
-    frame = summary[
-        [*columns, quality, "mean_latency_s", *RATE_COLUMNS, *optional, "pareto"]
-    ].copy()
+    summary = with_intervals(summary)
+    present = [c for c in summary if summary[c].notna().any() and (summary[c] != "").any()]
+    columns = [c for c in TABLE_COLUMNS if c in present]
+    quality_columns = [
+        c for c in (quality, "quality_ci", "diff_vs_large_ci", "quality_p_value") if c in present
+    ]
+    latency = [c for c in ("mean_latency_s", "latency_median_s", "latency_p90_s") if c in present]
+    rates = [c for c in RATE_COLUMNS if c in present]
+    optional = [c for c in OPTIONAL_COLUMNS if c in present]
+    frame = summary[[*columns, *quality_columns, *latency, *rates, *optional, "pareto"]].copy()
     frame["pareto"] = frame["pareto"].map({True: "*", False: ""})
     return frame.round(3)
 
 
-def format_summary(summary: pd.DataFrame, quality: str, device: dict[str, Any]) -> str:
-    header = f"{len(summary)} configurations on {device['device_name']} ({device['device']}); * = Pareto point"
-    return header + "\n" + table(summary, quality).to_string(index=False)
+def points_table(points: pd.DataFrame) -> pd.DataFrame:
+    """operating_points.csv with its intervals as ``[low, high]`` text, rounded to print."""
+    if points.empty:
+        return points
+    frame = with_intervals(points)
+    keep = [
+        "family",
+        "rule",
+        "tolerance",
+        "vanilla_quality",
+        "quality",
+        "diff_vs_large_ci",
+        "speedup",
+        "speedup_ci",
+        "config_id",
+    ]
+    return frame[[c for c in keep if c in frame]].round(3)
+
+
+def load_warning(manifest: dict[str, Any]) -> str | None:
+    """One line when the machine's load average exceeded its cores before or after the
+    timed work: other processes shared the CPU and the latencies include their work."""
+    load = manifest.get("machine_load") or {}
+    cores = load.get("cores")
+    readings = [r[0] for r in (load.get("before"), load.get("after")) if r]
+    if not cores or not readings or max(readings) <= cores:
+        return None
+    return (
+        f"Warning: the 1-minute load average reached {max(readings):.2f} on {cores} cores "
+        "around the timed runs: other work shared the CPU, so latencies and speedups are noisy."
+    )
+
+
+def notes(summary: pd.DataFrame, manifest: dict[str, Any]) -> list[str]:
+    """What a reader must know before trusting the table: load, resolution of the data."""
+    warning = load_warning(manifest)
+    return ([warning] if warning else []) + resolution_notes(summary)
+
+
+def format_summary(
+    summary: pd.DataFrame,
+    quality: str,
+    device: dict[str, Any],
+    remarks: list[str] | None = None,
+) -> str:
+    header = (
+        f"{len(summary)} configurations on {device['device_name']} ({device['device']}); "
+        "* = Pareto point; intervals (_ci): paired bootstrap over examples at stats.confidence (default 95%)"
+    )
+    body = header + "\n" + table(summary, quality).to_string(index=False)
+    return body + "".join(f"\n{remark}" for remark in remarks or [])
 
 
 def write_outputs(
@@ -56,11 +136,13 @@ def write_outputs(
     atomic_write_bytes(run_dir / "summary.csv", summary.to_csv(index=False).encode())
     atomic_write_bytes(run_dir / "operating_points.csv", points.to_csv(index=False).encode())
     markdown = table(summary, quality).to_markdown(index=False)
-    atomic_write_bytes(run_dir / "summary.md", (markdown + "\n").encode())
+    remarks = "".join(f"\n{remark}\n" for remark in notes(summary, manifest))
+    atomic_write_bytes(run_dir / "summary.md", (markdown + "\n" + remarks).encode())
     atomic_write_json(run_dir / "manifest.json", manifest)
     figure_paths = plots.pareto_figure(
         summary, quality, run_dir / "pareto", title=f"{cfg.task.name} / {cfg.pair.name}"
     )
+    figure_paths += plots.acceptance_figure(summary, run_dir / "acceptance")
     try:
         log_sweep(cfg, run_dir, summary, figure_paths, record_dirs)
     except Exception as error:  # noqa: BLE001 - W&B must never lose or block local results

@@ -4,18 +4,22 @@ that cannot be recomputed from them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bild_exp.harness import stats
 from bild_exp.harness.execution import pass_at_1
 from bild_exp.harness.metrics import score
 from bild_exp.harness.plan import PARAM_COLUMNS
 
 SAMPLING_COLUMNS = ["sampling", "top_p", "temperature", "seed"]
 CONFIG_COLUMNS = ["config_id", "study", "method", "small_variant", *PARAM_COLUMNS]
+# Resampling settings when a caller gives none (conf/sweep.yaml's ``stats``)
+DEFAULT_STATS = {"bootstrap": 1000, "randomizations": 10_000, "seed": 12345, "confidence": 0.95}
 
 
 def quality_column(metric: str, quality: str | None) -> str:
@@ -60,12 +64,45 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
         mean_accepted_length=float(np.mean(accepted)) if accepted else None,
         n_oracle_replacements=int(group["n_oracle_replacements"].sum()),
     )
+    row.update(latency_spread(group["latency_s"]))
+    row.update(acceptance_summary(group))
     row.update(cost_summary(group, n_tokens))
     exits = [
         d for depths in group.get("exit_layers", pd.Series(dtype=object)).dropna() for d in depths
     ]
     row["mean_exit_layer"] = float(np.mean(exits)) if exits else None
     return row
+
+
+def latency_spread(latency: pd.Series) -> dict[str, float]:
+    """The per-example latency distribution next to the totals."""
+    p10, median, p90 = np.percentile(latency.to_numpy(float), [10, 50, 90])
+    return {"latency_p10_s": p10, "latency_median_s": median, "latency_p90_s": p90}
+
+
+def acceptance_summary(group: pd.DataFrame) -> dict[str, Any]:
+    """Acceptance rate (draft tokens kept / checked) and per-position acceptance, where the
+    method drafts (BiLD, speculative) and the records say how many tokens each large pass
+    checked; None elsewhere (vanilla, HF assisted, records written before the column)."""
+    empty = dict.fromkeys(
+        ("acceptance_rate", "acceptance_by_position", "position_accepted", "position_drafted")
+    )
+    if "drafted_lengths" not in group:
+        return empty
+    calls = group.dropna(subset=["drafted_lengths", "accepted_lengths"])
+    if len(calls) < len(group) or not any(len(d) for d in calls["drafted_lengths"]):
+        return empty
+    accepted, drafted = stats.acceptance_by_position(
+        list(calls["accepted_lengths"]), list(calls["drafted_lengths"])
+    )
+    return {
+        "acceptance_rate": sum(accepted) / sum(drafted) if sum(drafted) else None,
+        "acceptance_by_position": json.dumps(
+            [round(a / d, 4) for a, d in zip(accepted, drafted, strict=True)]
+        ),
+        "position_accepted": json.dumps(accepted),
+        "position_drafted": json.dumps(drafted),
+    }
 
 
 def cost_summary(group: pd.DataFrame, n_tokens: int) -> dict[str, float | None]:
@@ -79,29 +116,121 @@ def cost_summary(group: pd.DataFrame, n_tokens: int) -> dict[str, float | None]:
     return dict(zip(names, (flops / n_tokens, moved / n_tokens, flops / moved), strict=True))
 
 
-def add_speedups(summary: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
-    """Speedup = vanilla-large total latency / config total latency over the same examples,
-    and the median of per-example ratios; the large run with the same sampling settings is
-    the reference."""
-    large = records[records["method"] == "large"]
-    ratio_total, ratio_median = [], []
-    for _, row in summary.iterrows():
-        reference = large[large.apply(sampling_key, axis=1) == sampling_key(row)]
-        mine = records[records["config_id"] == row["config_id"]]
-        joined = mine.merge(
-            reference[["example_id", "latency_s"]], on="example_id", suffixes=("", "_large")
+def reference_config_ids(summary: pd.DataFrame) -> dict[str, str | None]:
+    """Each configuration's vanilla-large reference: the large run with the same sampling
+    settings (joined once, not per row)."""
+    large = summary[summary["method"] == "large"]
+    by_key = {sampling_key(row): row["config_id"] for _, row in large.iterrows()}
+    return {row["config_id"]: by_key.get(sampling_key(row)) for _, row in summary.iterrows()}
+
+
+def quality_statistics(
+    group: pd.DataFrame, metric: str, quality: str, scoring: dict[str, Any]
+) -> stats.PerExample:
+    """The per-example statistics of one configuration's headline quality, in row order."""
+    return stats.per_example_quality(
+        metric,
+        quality,
+        list(group["scored_hypothesis"]) if metric != "pass_at_1" else [],
+        list(group["scored_reference"]) if metric != "pass_at_1" else [],
+        passed=list(group["passed"]) if metric == "pass_at_1" else None,
+        bleu_tokenize=scoring.get("bleu_tokenize", "13a"),
+        rouge_stemmer=scoring.get("rouge_stemmer", True),
+    )
+
+
+COMPARISON_COLUMNS = (
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "speedup_median",
+    "normalized_latency",
+    "quality_diff",
+    "quality_diff_low",
+    "quality_diff_high",
+    "quality_p_value",
+    "n_paired_examples",
+)
+
+
+def compare_with_vanilla(
+    mine: pd.DataFrame,
+    reference: pd.DataFrame,
+    mine_quality: stats.PerExample,
+    reference_quality: stats.PerExample,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Speedup and quality difference against vanilla large on the examples both ran, each
+    with a paired bootstrap interval (one set of resampled examples for both)."""
+    position = {example: i for i, example in enumerate(reference["example_id"])}
+    pairs = [(i, position[e]) for i, e in enumerate(mine["example_id"]) if e in position]
+    if not pairs:
+        return dict.fromkeys(COMPARISON_COLUMNS)
+    mine_rows, reference_rows = (np.array(side) for side in zip(*pairs, strict=True))
+    indices = stats.bootstrap_indices(len(pairs), settings["bootstrap"], settings["seed"])
+    confidence = settings["confidence"]
+    mine_latency = mine["latency_s"].to_numpy(float)[mine_rows]
+    reference_latency = reference["latency_s"].to_numpy(float)[reference_rows]
+    speedup = stats.ratio_interval(reference_latency, mine_latency, indices, confidence)
+    mine_q = stats.PerExample(mine_quality.stats[mine_rows], mine_quality.aggregate)
+    reference_q = stats.PerExample(
+        reference_quality.stats[reference_rows], reference_quality.aggregate
+    )
+    difference = stats.paired_difference(
+        mine_q, reference_q, indices, confidence, settings["randomizations"], settings["seed"]
+    )
+    return {
+        "speedup": speedup.estimate,
+        "speedup_low": speedup.low,
+        "speedup_high": speedup.high,
+        "speedup_median": float(np.median(reference_latency / mine_latency)),
+        "normalized_latency": 1 / speedup.estimate,
+        "quality_diff": difference.difference.estimate,
+        "quality_diff_low": difference.difference.low,
+        "quality_diff_high": difference.difference.high,
+        "quality_p_value": difference.p_value,
+        "n_paired_examples": len(pairs),
+    }
+
+
+def add_comparisons(
+    summary: pd.DataFrame,
+    records: pd.DataFrame,
+    metric: str,
+    quality: str,
+    scoring: dict[str, Any],
+    settings: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Per configuration, against vanilla large on the same examples: speedup = vanilla
+    total latency / the configuration's (and the median of per-example ratios), quality
+    difference, both with paired bootstrap intervals, and the p-value of "quality differs"
+    (paired approximate randomization);
+    plus the configuration's own quality interval. Settings: ``stats`` in conf/sweep.yaml."""
+    settings = {**DEFAULT_STATS, **(settings or {})}
+    groups = dict(tuple(records.groupby("config_id", sort=False)))
+    qualities = {
+        config: quality_statistics(group, metric, quality, scoring)
+        for config, group in groups.items()
+    }
+    references = reference_config_ids(summary)
+    rows = []
+    for config in summary["config_id"]:
+        reference = references[config]
+        row = (
+            dict.fromkeys(COMPARISON_COLUMNS)
+            if reference is None
+            else compare_with_vanilla(
+                groups[config], groups[reference], qualities[config], qualities[reference], settings
+            )
         )
-        if len(joined) == 0:
-            ratio_total.append(None)
-            ratio_median.append(None)
-            continue
-        ratio_total.append(joined["latency_s_large"].sum() / joined["latency_s"].sum())
-        ratio_median.append(float((joined["latency_s_large"] / joined["latency_s"]).median()))
-    summary = summary.copy()
-    summary["speedup"] = ratio_total
-    summary["speedup_median"] = ratio_median
-    summary["normalized_latency"] = [1 / s if s else None for s in ratio_total]
-    return summary
+        indices = stats.bootstrap_indices(
+            len(groups[config]), settings["bootstrap"], settings["seed"]
+        )
+        own = stats.score_interval(qualities[config], indices, settings["confidence"])
+        rows.append({**row, "quality_low": own.low, "quality_high": own.high})
+    columns = [*COMPARISON_COLUMNS, "quality_low", "quality_high"]
+    compared = pd.DataFrame(rows, columns=columns, index=summary.index)
+    return pd.concat([summary.drop(columns=columns, errors="ignore"), compared], axis=1)
 
 
 def pareto_mask(latency: Sequence[float], quality: Sequence[float]) -> list[bool]:
@@ -138,47 +267,111 @@ def add_pareto(summary: pd.DataFrame, quality: str) -> pd.DataFrame:
 POINT_COLUMNS = (
     "config_id",
     "speedup",
+    "speedup_low",
+    "speedup_high",
+    "quality_low",
+    "quality_high",
+    "quality_diff",
+    "quality_diff_low",
+    "quality_diff_high",
+    "quality_p_value",
+    "n_paired_examples",
     "fallback_threshold",
     "rollback_threshold",
     "window",
     "exit_threshold",
     "decay_temperature",
 )
+RULES = ("point", "ci")
+
+
+def eligible_configs(
+    group: pd.DataFrame, rule: str, quality: str, vanilla_quality: float, tolerance: float
+) -> pd.DataFrame:
+    """``point``: quality >= vanilla - tolerance (the paper's rule, on point estimates);
+    ``ci``: the lower bound of the paired 95% interval of the quality difference is
+    >= -tolerance (a reviewer's rule: the loss is bounded, not merely unobserved)."""
+    if rule == "point":
+        return group[group[quality] >= vanilla_quality - tolerance]
+    if "quality_diff_low" not in group:
+        return group.iloc[:0]
+    return group[group["quality_diff_low"] >= -tolerance]
 
 
 def operating_points(
     summary: pd.DataFrame, quality: str, tolerances: Sequence[float] = (0.1, 1.0)
 ) -> pd.DataFrame:
-    """Paper Table 1: per family, the best speedup whose quality is within ``tolerance`` of
-    vanilla large (same sampling settings)."""
+    """Paper Table 1: per family, rule and tolerance, the best speedup whose quality is
+    within ``tolerance`` of vanilla large (same sampling settings); ``rule`` says how
+    "within" is judged (see :func:`eligible_configs`)."""
     rows = []
-    large = summary[summary["method"] == "large"]
+    references = reference_config_ids(summary)
+    by_id = summary.set_index("config_id")
     for family, group in summary[summary["method"] != "large"].groupby("family"):
-        for tolerance in tolerances:
-            reference = large[large.apply(sampling_key, axis=1) == sampling_key(group.iloc[0])]
-            if reference.empty:
-                continue
-            floor = reference[quality].iloc[0] - tolerance
-            eligible = group[group[quality] >= floor].dropna(subset=["speedup"])
-            best = eligible.loc[eligible["speedup"].idxmax()] if not eligible.empty else None
-            row = {"family": family, "tolerance": tolerance}
-            row["vanilla_quality"] = reference[quality].iloc[0]
-            row["quality"] = None if best is None else best[quality]
-            row.update({name: None if best is None else best.get(name) for name in POINT_COLUMNS})
-            rows.append(row)
+        reference = references[group["config_id"].iloc[0]]
+        if reference is None:
+            continue
+        vanilla_quality = by_id.loc[reference, quality]
+        for rule in RULES:
+            for tolerance in tolerances:
+                eligible = eligible_configs(
+                    group, rule, quality, vanilla_quality, tolerance
+                ).dropna(subset=["speedup"])
+                best = eligible.loc[eligible["speedup"].idxmax()] if not eligible.empty else None
+                row = {"family": family, "rule": rule, "tolerance": tolerance}
+                row["vanilla_quality"] = vanilla_quality
+                row["quality"] = None if best is None else best[quality]
+                row.update(
+                    {name: None if best is None else best.get(name) for name in POINT_COLUMNS}
+                )
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
+def resolution_notes(summary: pd.DataFrame, tolerances: Sequence[float] = (0.1, 1.0)) -> list[str]:
+    """One line per tolerance the data cannot resolve: every lossy configuration's quality
+    interval is wider than the tolerance, with the examples that would narrow the median
+    half-width to it (intervals shrink as 1/sqrt(n)); and one when the bootstrap rests on
+    too few examples for its percentiles to be trusted."""
+    compared = summary[summary["method"] != "large"].dropna(subset=["quality_diff_low"])
+    if compared.empty:
+        return []
+    notes = []
+    n = int(compared["n_paired_examples"].min())
+    if n < stats.FEW_EXAMPLES:
+        notes.append(
+            f"Intervals rest on {n} examples: a bootstrap on fewer than {stats.FEW_EXAMPLES} "
+            "understates the uncertainty; read every interval as optimistic."
+        )
+    half = (compared["quality_diff_high"] - compared["quality_diff_low"]) / 2
+    lossy = half[half > 0]
+    for tolerance in tolerances:
+        if lossy.empty or (lossy <= tolerance).any():
+            continue
+        median = float(lossy.median())
+        needed = stats.examples_needed(n, median, tolerance)
+        notes.append(
+            f"Tolerance {tolerance:g}: every quality interval is wider than ±{tolerance:g} "
+            f"(median ±{median:.2f} on {n} examples), so the data cannot separate the "
+            f"configurations at this tolerance; about {needed:,} examples would."
+        )
+    return notes
+
+
 def summarize(
-    records: pd.DataFrame, metric: str, quality: str, scoring: dict[str, Any]
+    records: pd.DataFrame,
+    metric: str,
+    quality: str,
+    scoring: dict[str, Any],
+    settings: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """One row per configuration, with speedups and Pareto flags."""
+    """One row per configuration, with speedups, intervals and Pareto flags."""
     rows = [
         summarize_config(group, metric, scoring)
         for _, group in records.groupby("config_id", sort=False)
     ]
     summary = pd.DataFrame(rows)
-    summary = add_speedups(summary, records)
+    summary = add_comparisons(summary, records, metric, quality, scoring, settings)
     summary = add_agreement(summary, records, metric, scoring)
     return add_pareto(summary, quality)
 
@@ -190,14 +383,14 @@ def add_agreement(
     (BLEU, or ROUGE-L for ROUGE and pass@1 tasks) on the same examples: a lossy method is
     judged against both the references and the model it approximates; and
     ``exact_match_vs_large``, the percentage of examples whose output is vanilla's."""
-    large = records[records["method"] == "large"]
     name = "bleu" if metric == "bleu" else "rougeL"
     agreement_metric = "bleu" if metric == "bleu" else "rouge"
+    groups = dict(tuple(records.groupby("config_id", sort=False)))
+    references = reference_config_ids(summary)
     values, exact = [], []
-    for _, row in summary.iterrows():
-        reference = large[large.apply(sampling_key, axis=1) == sampling_key(row)]
-        mine = records[records["config_id"] == row["config_id"]]
-        joined = mine.merge(
+    for config in summary["config_id"]:
+        reference = groups.get(references[config], records.iloc[:0])
+        joined = groups[config].merge(
             reference[["example_id", "hypothesis"]], on="example_id", suffixes=("", "_large")
         )
         if joined.empty:

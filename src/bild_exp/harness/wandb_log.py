@@ -10,6 +10,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from bild_exp.wandb_setup import resolve_mode
 
+# Per-configuration numbers in the run summary (the whole table is logged as well)
+LOGGED_METRICS = (
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "normalized_latency",
+    "mean_latency_s",
+    "latency_median_s",
+    "latency_p10_s",
+    "latency_p90_s",
+    "quality_diff",
+    "quality_diff_low",
+    "quality_diff_high",
+    "quality_p_value",
+    "acceptance_rate",
+    "mean_accepted_length",
+    "fallback_pct",
+    "rollback_pct",
+)
+
 
 def log_sweep(
     cfg: DictConfig,
@@ -45,11 +65,7 @@ def log_sweep(
     try:
         for _, row in summary.iterrows():
             prefix = f"{row['family']}/{row['config_id']}"
-            metrics = {
-                k: row[k]
-                for k in ("speedup", "normalized_latency", "mean_latency_s")
-                if pd.notna(row[k])
-            }
+            metrics = {k: row[k] for k in LOGGED_METRICS if k in row and pd.notna(row[k])}
             run.summary.update({f"{prefix}/{k}": v for k, v in metrics.items()})
         run.log({"summary": wandb.Table(dataframe=summary.astype(str))})
         for figure in figures:
