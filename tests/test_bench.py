@@ -3,12 +3,15 @@ never asserted)."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
 from bild_exp.bench.cost_model import CallTimes, ideal_bild_speedup, predicted_latency
 from bild_exp.bench.run import run
+from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.harness import stats
 from bild_exp.sweep import with_default_task
 from tests.test_sweep import CONF_DIR, tiny_overrides
@@ -119,3 +122,26 @@ def test_eager_and_compiled_call_times_are_measured_in_alternating_blocks(monkey
         assert sorted(call_times.by_n_fed) == [1, 3]
         assert all(seconds > 0 for seconds in call_times.by_n_fed.values())
         assert call_times.encoder > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("bench.n_examples=-5", "bench.n_examples=-5 is invalid: accepted an integer >= 1"),
+        ("bench.warmup=-1", "bench.warmup=-1 is invalid: accepted an integer >= 0"),
+        ("bench.bootstrap_samples=0", "bench.bootstrap_samples=0 is invalid"),
+        ("bench.tolerances=[]", "bench.tolerances=[] is invalid: accepted a non-empty list"),
+    ],
+)
+def test_bad_bench_settings_are_refused_before_the_selection_sweep(override, message, monkeypatch):
+    import bild_exp.bench.run as bench_run
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the selection sweep started before the settings were checked")
+
+    monkeypatch.setattr(bench_run, "run_sweep", no_work)
+    monkeypatch.setattr(bench_run, "plan_runs", no_work)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = with_default_task(compose(config_name="bench", overrides=[override]))
+    with pytest.raises(InvalidParameterError, match="^" + re.escape(message)):
+        run(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -127,15 +128,18 @@ def test_launchers_compose():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("grid.fallback_threshold=[0.5,1.5]", "fallback_threshold=1.5"),
-        ("grid.rollback_threshold=[-1]", "rollback_threshold=-1"),
-        ("grid.window=[0]", "window=0"),
+        ("grid.fallback_threshold=[0.5,1.5]", "grid.fallback_threshold=1.5 is invalid"),
+        ("grid.rollback_threshold=[-1]", "grid.rollback_threshold=-1 is invalid"),
+        ("grid.window=[0]", "grid.window=0 is invalid"),
         ("pair.small_variants=[tiny]", "pair.small_variants entry='tiny'"),
+        ("seeds=[-1]", "seeds entry=-1 is invalid"),
+        ("grid.top_p=1.5", "grid.top_p=1.5 is invalid"),
     ],
 )
 def test_bad_grid_values_fail_while_planning(override, message):
-    with pytest.raises(InvalidParameterError, match=message.replace("[", r"\[")):
-        plan_runs(sweep_cfg(override, "method=all"))
+    extra = ["sampling=nucleus"] if override.startswith(("seeds", "grid.top_p")) else []
+    with pytest.raises(InvalidParameterError, match="^" + re.escape(message)):
+        plan_runs(sweep_cfg(override, "method=all", *extra))
 
 
 def test_unknown_group_entries_list_the_valid_ones():

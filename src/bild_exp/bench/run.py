@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bild_exp.bench.cost_model import (
     CallTimes,
@@ -30,11 +30,18 @@ from bild_exp.bench.methods import Contender, contenders, with_compiled_twins
 from bild_exp.bench.scale import length_table, worker_throughput
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
+from bild_exp.decoding.params import InvalidParameterError
 from bild_exp.harness import stats
 from bild_exp.harness.execute import EncodedExample, encode, output_text
 from bild_exp.harness.metrics import score
 from bild_exp.harness.models import LoadedPair, load_pair
-from bild_exp.harness.pipeline import check_settings, compile_report, print_plan, run_sweep
+from bild_exp.harness.pipeline import (
+    check_integer,
+    check_settings,
+    compile_report,
+    print_plan,
+    run_sweep,
+)
 from bild_exp.harness.plan import plan_runs
 from bild_exp.harness.store import atomic_write_bytes
 from bild_exp.harness.summary import quality_column
@@ -180,12 +187,38 @@ def measure_pair_call_times(
     return times
 
 
+def check_bench_settings(bench: DictConfig) -> None:
+    """``bench.*`` counts, checked with the sweep's settings before anything loads."""
+    for key, low in (
+        ("n_examples", 1),
+        ("warmup", 0),
+        ("bootstrap_samples", 1),
+        ("call_repeats", 1),
+        ("call_rounds", 1),
+        ("scale_examples", 1),
+    ):
+        if key in bench:
+            check_integer(f"bench.{key}", bench.get(key), low)
+    tolerances = bench.get("tolerances")
+    if (
+        not OmegaConf.is_list(tolerances)
+        or not tolerances
+        or not all(
+            isinstance(t, float | int) and not isinstance(t, bool) and t >= 0 for t in tolerances
+        )
+    ):
+        raise InvalidParameterError(
+            f"bench.tolerances={tolerances!r} is invalid: accepted a non-empty list of numbers >= 0"
+        )
+
+
 def run(cfg: DictConfig) -> Path:
     """Select operating points on validation, benchmark on test, write bench.csv and bench.md."""
     bench = cfg.bench
     task = task_from_config(cfg.task)
     metric, quality = task.metric, quality_column(task.metric, task.extra.get("quality"))
     check_settings(cfg)
+    check_bench_settings(bench)
     compile_mode = check_compile_mode(bench.get("compile_mode", "default"), "bench.compile_mode")
     runs = plan_runs(cfg)
     if cfg.dry_run:

@@ -156,6 +156,23 @@ def bild_schedule(cfg: DictConfig, method: str, params: dict[str, Any]) -> dict[
     return {"schedule": schedule}
 
 
+def as_typed(message: str, study: str, swept: set[str], fixed: set[str]) -> str:
+    """The engine names a parameter (``window=0 is invalid``); the user typed a config key
+    (``grid.window``, ``seeds``, ``method.<study>.params.window``): name that instead."""
+    name = message.split("=", 1)[0]
+    if name in swept:
+        key = f"grid.{name}"
+    elif name == "top_p":
+        key = "grid.top_p"
+    elif name == "seed":
+        key = "seeds entry"
+    elif name in fixed:
+        key = f"method.{study}.params.{name}"
+    else:
+        return message
+    return f"{key}{message[len(name) :]}"
+
+
 def plan_runs(cfg: DictConfig) -> list[RunConfig]:
     """Every configuration the sweep evaluates; the large baseline is always included."""
     seeds = list(cfg.seeds) if cfg.sampling != "greedy" else [0]
@@ -176,6 +193,11 @@ def plan_runs(cfg: DictConfig) -> list[RunConfig]:
         ):
             params = {**fixed, **point, **sampling_params(cfg, seed)}
             params.update(bild_schedule(cfg, study.method, params))
-            parse_params(study.method, params)  # the engine's validation, before any model loads
+            try:  # the engine's validation, before any model loads
+                parse_params(study.method, params)
+            except InvalidParameterError as error:
+                raise InvalidParameterError(
+                    as_typed(str(error), study_name, set(point), set(fixed))
+                ) from None
             runs.append(RunConfig(study_name, study.method, variant, params))
     return runs
