@@ -10,7 +10,6 @@ transcribed, and the comparison says so.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,7 @@ from bild_exp.console import library_output_to_log
 from bild_exp.data.tasks import DataError
 from bild_exp.errors import one_line_errors
 from bild_exp.harness.report import TABLE_COLUMNS
+from bild_exp.harness.store import read_json
 from bild_exp.harness.summary import quality_column
 
 EXPERIMENTS = (
@@ -209,8 +209,15 @@ def run_folders(experiment_dir: Path) -> list[Path]:
     return sorted(p.parent for p in experiment_dir.glob("*/summary.csv"))
 
 
+def read_manifest(run_dir: Path) -> dict:
+    return read_json(
+        run_dir / "manifest.json",
+        "rerun the sweep that wrote this folder (its records are reused, the manifest rewritten)",
+    )
+
+
 def task_quality(run_dir: Path) -> tuple[str, str]:
-    config = json.loads((run_dir / "manifest.json").read_text())["config"]
+    config = read_manifest(run_dir)["config"]
     task = config["task"]
     return task["name"], quality_column(task["metric"], task.get("quality"))
 
@@ -319,7 +326,7 @@ PAPER_DEVICE = "T4"  # the paper timed everything on an NVIDIA T4 GPU, batch 1
 
 
 def run_device(run_dir: Path) -> str:
-    device = json.loads((run_dir / "manifest.json").read_text()).get("device", {})
+    device = read_manifest(run_dir).get("device", {})
     return f"{device.get('device_name')} ({device.get('device')})"
 
 

@@ -10,7 +10,9 @@ Tests call :func:`run` with a config built by ``compose``.
 from __future__ import annotations
 
 import logging
+import sys
 from importlib import resources
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,6 +27,7 @@ from bild_exp.harness.pipeline import (
     run_sweep,
 )
 from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.store import check_writable
 
 log = logging.getLogger(__name__)
 DEFAULT_TASK = "demo"
@@ -62,5 +65,21 @@ def main(cfg: DictConfig) -> None:
         run(cfg)
 
 
+def results_dir_argument(argv: list[str], default: str = "results") -> Path:
+    """The ``results_dir`` a command line asks for (Hydra writes its own files there before
+    any of the project's code runs, so it is checked from the arguments first)."""
+    for argument in reversed(argv):
+        key, _, value = argument.lstrip("+").partition("=")
+        if key == "results_dir" and value:
+            return Path(value)
+    return Path(default)
+
+
+def check_results_dir(program: str, argv: list[str]) -> None:
+    with one_line_errors(program):
+        check_writable(results_dir_argument(argv))
+
+
 if __name__ == "__main__":
+    check_results_dir("bild_exp.sweep", sys.argv[1:])
     main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -186,9 +187,15 @@ def load_local_file(path: Path, split: str):
 def check_text_file(path: Path, split: str, is_jsonl: bool) -> None:
     """UTF-8, not empty, and for JSON(L) parseable, or a DataError naming the line."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
     name = f"task.data_files.{split}={str(path)!r}"
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as error:  # a truncated or damaged .gz
+        raise DataError(
+            f"{name} cannot be decompressed ({type(error).__name__}: {first_line(error)[:120]}): "
+            "accepted an intact gzip file (re-download or re-compress it)"
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

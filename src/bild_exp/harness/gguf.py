@@ -22,7 +22,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from bild_exp.errors import BildError
+from bild_exp.errors import BildError, first_line
 from bild_exp.installed import module_folder
 
 SCHEME = "gguf://"
@@ -89,6 +89,7 @@ def converted_folder(name_or_path: str, field: str = "large") -> Path:
     folder = cache_root() / f"{path.stem}-{sha256[:16]}"
     if (folder / SOURCE_FILE).exists():
         return folder
+    check_gguf_file(path, field)  # a damaged file: one line, before any conversion
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -104,6 +105,32 @@ def converted_folder(name_or_path: str, field: str = "large") -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return folder
+
+
+def check_gguf_file(path: Path, field: str = "large") -> None:
+    """The file parses as GGUF and holds every tensor its header lists (``gguf``'s own
+    reader), else one line naming the file: not GGUF, or truncated."""
+    try:
+        from gguf import GGUFReader
+    except ImportError as error:
+        raise GGUFError(
+            f"reading {path.name!r} needs the gguf package ({error}): pip install gguf"
+        ) from None
+    try:
+        reader = GGUFReader(str(path))
+        end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
+    except Exception as error:  # noqa: BLE001 - the reader raises several types
+        raise GGUFError(
+            f"pair.{field}: {str(path)!r} is not a readable GGUF file ({type(error).__name__}: "
+            f"{first_line(error)[:120]}): accepted an intact GGUF file (truncated or another "
+            "format? re-download or reinstall it)"
+        ) from None
+    size = path.stat().st_size
+    if end > size:
+        raise GGUFError(
+            f"pair.{field}: {str(path)!r} is truncated ({size:,} bytes, its tensors end at "
+            f"{end:,}): accepted an intact GGUF file (re-download or reinstall it)"
+        )
 
 
 def convert(path: Path, output: Path) -> None:

@@ -396,6 +396,8 @@ def sweep_on_device(
     )
     store.check(fingerprint)  # before any model loads
     baselines.check(fingerprint)
+    store.verify()
+    baselines.verify()
     if cfg.pair.architecture == "decoder-only":  # a chat prompt needs a chat template: check first
         task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
     variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})

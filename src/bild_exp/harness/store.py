@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from bild_exp.errors import BildError
 
@@ -42,6 +43,34 @@ class IncompatibleResultsError(BildError, ValueError):
 
 class CorruptedResultsError(BildError, OSError):
     """A part file of a results folder cannot be read."""
+
+
+class UnwritableResultsError(BildError, OSError):
+    """The results folder cannot be created or written."""
+
+
+def check_writable(directory: Path, key: str = "results_dir") -> None:
+    """One line unless ``directory`` exists as a writable folder or can be created: tried
+    with a temporary file in it (or in its nearest existing parent), nothing left behind.
+    Catches an existing regular file, a read-only filesystem, an immutable folder."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{str(existing)!r} is a file, not a folder"
+    else:
+        try:
+            probe = existing / f".bild-write-test-{uuid.uuid4().hex}"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            problem = f"{str(existing)!r} cannot be written ({error.strerror or error})"
+    if problem:
+        raise UnwritableResultsError(
+            f"{key}={str(directory)!r} is invalid: {problem}; accepted a folder this user can "
+            "write (pass results_dir=<path>)"
+        )
 
 
 class BusyError(BildError, OSError):
@@ -127,7 +156,9 @@ class RecordStore:
         fingerprint (False: a new folder)."""
         path = self.directory / "compat.json"
         if path.exists():
-            stored = json.loads(path.read_text())
+            stored = read_json(
+                path, "restore it, or move the folder aside and rerun (its records are recomputed)"
+            )
             differing = sorted(
                 k for k in stored.keys() | fingerprint.keys() if stored.get(k) != fingerprint.get(k)
             )
@@ -140,6 +171,17 @@ class RecordStore:
                 )
             return True
         return False
+
+    def verify(self) -> None:
+        """Every part and examples file's footer reads (before any model loads: a damaged
+        file is reported at once, not after minutes of loading)."""
+        for path in parquet_files(self.parts_dir) + parquet_files(self.examples_dir):
+            try:
+                pq.read_metadata(path)
+            except FileNotFoundError:  # removed by a concurrent compaction: nothing damaged
+                continue
+            except Exception:  # noqa: BLE001 - pyarrow raises several types
+                read_part(path, None)  # the one-line error (or the file is fine after all)
 
     def lock(self, config_id: str, wait: bool = False):
         """One process at a time computes a configuration's records in this folder."""
@@ -271,6 +313,23 @@ def with_examples(
         at = order.index("example_id") + 1
         records = records[order[:at] + columns + order[at:]]
     return records
+
+
+def read_json(path: Path, remedy: str) -> dict[str, Any]:
+    """A results folder's JSON file (``compat.json``, ``manifest.json``); a truncated or
+    damaged one is one line naming the file and what to do."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        reason = (
+            f"not valid JSON: {error}" if isinstance(error, json.JSONDecodeError) else "not text"
+        )
+        raise CorruptedResultsError(f"{str(path)!r} is {reason} (truncated?): {remedy}") from None
+    if not isinstance(value, dict):
+        raise CorruptedResultsError(
+            f"{str(path)!r} holds a JSON {type(value).__name__}, not an object: {remedy}"
+        )
+    return value
 
 
 def read_part(path: Path, columns: list[str] | None) -> pd.DataFrame:
