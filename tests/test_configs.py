@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from bild_exp.data.tasks import task_from_config
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.plan import plan_runs
 from bild_exp.sweep import with_default_task
 

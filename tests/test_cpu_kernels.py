@@ -22,7 +22,7 @@ from bild_exp.decoding.cpu_kernels import (
     resolve_cpu_kernels,
 )
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.models import load_pair
 from tests.tiny_models import tiny_model, train_briefly
 

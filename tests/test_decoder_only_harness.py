@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from bild_exp import sweep
 from bild_exp.data.prompts import PromptFormat, prompt_input
 from bild_exp.data.tasks import task_from_config
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.gguf import converted_folder
 from bild_exp.harness.shared_weights import save_without_shared
 from bild_exp.training.causal import truncated_model
@@ -193,7 +193,7 @@ def test_agreement_scores_each_configuration_against_vanilla_large():
 
 
 def test_engine_compile_refuses_runs_without_a_compiled_path_before_loading(tmp_path):
-    from bild_exp.decoding.params import InvalidParameterError
+    from bild_exp.errors import InvalidParameterError
 
     cfg = compose_sweep(["method=all", "engine.compile=true", f"results_dir={tmp_path}"])
     with pytest.raises(InvalidParameterError, match=r"^engine.compile=true is invalid for run"):
@@ -208,7 +208,7 @@ def test_engine_compile_refuses_runs_without_a_compiled_path_before_loading(tmp_
     ],
 )
 def test_engine_compile_mode_errors_before_loading(tmp_path, overrides, message):
-    from bild_exp.decoding.params import InvalidParameterError
+    from bild_exp.errors import InvalidParameterError
 
     cfg = compose_sweep(["method=demo", *overrides, f"results_dir={tmp_path}"])
     with pytest.raises(InvalidParameterError, match=message):

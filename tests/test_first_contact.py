@@ -18,7 +18,7 @@ import pytest
 
 from bild_exp import paper, sweep
 from bild_exp.data.tasks import DataError, load_examples
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 from bild_exp.harness import pipeline
 from bild_exp.harness.store import CorruptedResultsError, RecordStore
 from tests.make_commands import dry_run_listing

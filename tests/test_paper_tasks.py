@@ -35,7 +35,7 @@ def test_paper_task_refuses_a_silent_cpu_fallback(monkeypatch, tmp_path):
     import torch
 
     from bild_exp import sweep
-    from bild_exp.decoding.params import InvalidParameterError
+    from bild_exp.errors import InvalidParameterError
     from bild_exp.harness import pipeline
 
     def no_loading(*args, **kwargs):
@@ -54,7 +54,7 @@ def test_paper_task_refuses_a_silent_cpu_fallback(monkeypatch, tmp_path):
 
 
 def test_float16_t5_is_refused_before_weights_load(tiny_assets):
-    from bild_exp.decoding.params import InvalidParameterError
+    from bild_exp.errors import InvalidParameterError
     from bild_exp.harness.models import load_pair
 
     pair, _ = tiny_assets

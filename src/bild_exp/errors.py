@@ -24,6 +24,10 @@ class BildError(Exception):
     """An error whose message is meant for the user as it is (one line)."""
 
 
+class InvalidParameterError(BildError, ValueError):
+    """A parameter, setting or input is out of its accepted range."""
+
+
 class Interrupted(BildError):
     """Ctrl-C during a run; the message says what was saved and how to resume."""
 

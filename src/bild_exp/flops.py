@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass
 from typing import Any
 
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
 GATED_ACTIVATIONS = ("gated-gelu", "gated-silu")
 

@@ -14,8 +14,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokeniz
 
 from bild_exp.console import library_output_to_log
 from bild_exp.data.tasks import load_examples, resolve_path, task_from_config
-from bild_exp.decoding.params import InvalidParameterError
-from bild_exp.errors import one_line_errors
+from bild_exp.errors import InvalidParameterError, one_line_errors
 from bild_exp.training.alignment import calibration_pairs
 from bild_exp.training.causal_pipeline import train_causal
 from bild_exp.training.exit_loss import exit_loss_setting

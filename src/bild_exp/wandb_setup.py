@@ -11,7 +11,7 @@ import netrc
 import os
 from typing import Any
 
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
 log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from bild_exp.decoding import GenerationResult, generate
-from bild_exp.decoding.compiled import COMPILED_METHODS
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
+from bild_exp.decoding.registry import methods_where
 from bild_exp.decoding.runner import StopStrings
 from bild_exp.harness.models import LoadedPair
 
@@ -191,7 +191,7 @@ def with_compiled_twins(chosen: list[Contender], mode: str = "default") -> list[
     for contender in chosen:
         twins.append(contender)
         ablation = contender.name.startswith("BiLD no ")
-        if contender.method in COMPILED_METHODS and not ablation:
+        if contender.method in methods_where("compilable") and not ablation:
             name = COMPILED_NAMES.get(contender.name, f"{contender.name} (compiled)")
             twins.append(replace(contender, name=name, compile=True, compile_mode=mode))
     return twins

@@ -30,7 +30,7 @@ from bild_exp.bench.methods import Contender, contenders, with_compiled_twins
 from bild_exp.bench.scale import length_table, worker_throughput
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 from bild_exp.harness import stats
 from bild_exp.harness.execute import EncodedExample, encode, output_text
 from bild_exp.harness.metrics import score

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
 SOURCE_FIELD = "{source}"
 PROMPT_KEYS = ("template", "system", "chat", "response_prefix")

@@ -9,8 +9,9 @@ Batch size 1, as in the paper.
 
 from bild_exp.decoding.api import ARCHITECTURES, architecture_of, check_pair, generate, validate
 from bild_exp.decoding.early_exit import EarlyExit
-from bild_exp.decoding.params import METHODS, InvalidParameterError, parse_params
+from bild_exp.decoding.registry import METHODS, parse_params
 from bild_exp.decoding.result import GenerationResult
+from bild_exp.errors import InvalidParameterError
 
 __all__ = [
     "ARCHITECTURES",

@@ -8,27 +8,16 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from bild_exp.decoding.autoregressive import decode_autoregressive
-from bild_exp.decoding.bild import decode_bild
-from bild_exp.decoding.calm import check_calm_model, decode_calm
+from bild_exp.decoding.calm import check_calm_model
 from bild_exp.decoding.compiled import check_compilable, check_compile_mode, compile_settings
 from bild_exp.decoding.early_exit import EarlyExit
-from bild_exp.decoding.hf_assisted import decode_hf_assisted, decode_prompt_lookup
-from bild_exp.decoding.oracle import decode_oracle
-from bild_exp.decoding.params import (
-    InvalidParameterError,
-    SamplingParams,
-    check_int,
-    invalid,
-    parse_params,
-)
+from bild_exp.decoding.params import SamplingParams, check_int, invalid
+from bild_exp.decoding.registry import decode, methods_where, parse_params, spec_of
 from bild_exp.decoding.result import GenerationResult
 from bild_exp.decoding.runner import StopStrings
 from bild_exp.decoding.sampling import make_sampler
-from bild_exp.decoding.speculative import decode_speculative
+from bild_exp.errors import InvalidParameterError
 
-NEEDS_SMALL = ("small", "bild", "speculative", "oracle", "hf_assisted")
-EARLY_EXIT_METHODS = ("small", "bild", "speculative", "oracle")
 ARCHITECTURES = ("seq2seq", "decoder-only")
 
 
@@ -85,12 +74,12 @@ def check_input_ids(input_ids: Any) -> None:
 
 def check_early_exit(method: str, large: Any, small: EarlyExit) -> None:
     """Raise unless an early-exit small model is used inside its own large model."""
-    if method not in EARLY_EXIT_METHODS:
+    if not spec_of(method).early_exit_small:
         raise invalid(
             "small",
             repr(small),
             f"a PreTrainedModel for method {method!r} "
-            f"(EarlyExit works with {', '.join(EARLY_EXIT_METHODS)})",
+            f"(EarlyExit works with {', '.join(methods_where('early_exit_small'))})",
         )
     if method != "small" and small.large is not large:
         raise invalid(
@@ -119,7 +108,7 @@ def validate(
         check_model("large", large)
     if method == "calm":
         check_calm_model(large)
-    if method in NEEDS_SMALL and method != "small":
+    if spec_of(method).needs_small and method != "small":
         if small is None:
             raise invalid("small", None, f"a small model: method {method!r} needs both models")
         check_pair(large, small)
@@ -203,35 +192,7 @@ def generate(
         "use_cache": use_cache,
         "stop_strings": stops,
     }
-    if method == "calm":
-        return decode_calm(large, input_ids, params=method_params, **common)
     # any graph compiled during this call (first use, a longer example) gets the compiled
     # path's inductor settings, which must be set while dynamo traces (weight freezing)
     with compile_settings(device, compile_mode if compile else None):
         return decode(method, large, small, input_ids, method_params, compile=compile, **common)
-
-
-def decode(
-    method: str,
-    large: PreTrainedModel | None,
-    small: PreTrainedModel | EarlyExit | None,
-    input_ids: torch.Tensor,
-    method_params: Any,
-    **common: Any,
-) -> GenerationResult:
-    """Run a validated method (every method but CALM)."""
-    if method in ("large", "small"):
-        model = large if method == "large" else small
-        if isinstance(model, EarlyExit):
-            model = model.model
-        return decode_autoregressive(model, input_ids, is_large=method == "large", **common)
-    if method == "bild":
-        return decode_bild(large, small, input_ids, params=method_params, **common)
-    if method == "speculative":
-        return decode_speculative(large, small, input_ids, params=method_params, **common)
-    if method == "oracle":
-        return decode_oracle(large, small, input_ids, params=method_params, **common)
-    hf_common = {"max_new_tokens": common["max_new_tokens"], "stop_strings": common["stop_strings"]}
-    if method == "prompt_lookup":
-        return decode_prompt_lookup(large, input_ids, params=method_params, **hf_common)
-    return decode_hf_assisted(large, small, input_ids, params=method_params, **hf_common)

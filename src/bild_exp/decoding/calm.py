@@ -28,10 +28,11 @@ from bild_exp.decoding.layers import (
     exit_logits,
     layout_of,
 )
-from bild_exp.decoding.params import CalmParams, InvalidParameterError
+from bild_exp.decoding.params import CalmParams
 from bild_exp.decoding.result import GenerationResult, build_result, start_sequence
 from bild_exp.decoding.runner import DecoderRunner, StopStrings
 from bild_exp.decoding.sampling import Sampler
+from bild_exp.errors import InvalidParameterError
 
 CALM_LAYOUTS = (T5_LAYOUT, LLAMA_LAYOUT)
 

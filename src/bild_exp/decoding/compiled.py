@@ -23,9 +23,13 @@ path's (``tests/test_compiled.py``).
   place later, so each example checks the parameters' version counters and recompiles a
   model whose weights changed (:func:`weights_signature`).
 
-Llama-style decoder-only models (Llama, Mistral, Qwen2/3, SmolLM2) are supported.
-Encoder-decoders, GPT-2, CALM's per-layer exits, the early-exit small model's shared cache
-and HF assisted generation are refused with one line (:func:`check_compilable`).
+Llama-style decoder-only models (Llama, Mistral, Qwen2/3, SmolLM2), T5/mT5 and BART are
+supported (:data:`COMPILED_MODEL_TYPES`). Other architectures (GPT-2, ...), CALM's
+per-layer exits, the early-exit small model's shared cache, HF assisted generation and
+prompt lookup are refused with one line (:func:`check_compilable`; the methods that compile
+are those the registry marks ``compilable``). Compiling raises dynamo's process-wide
+``recompile_limit`` to at least 64 (never lowers it): a decoder's graphs per cache size
+and step shape exceed the default of 8.
 """
 
 from __future__ import annotations
@@ -43,9 +47,8 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache, StaticCache
 
 from bild_exp.decoding.early_exit import EarlyExit
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
-COMPILED_METHODS = ("large", "small", "bild", "speculative", "oracle")
 COMPILED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "t5", "mt5", "bart")
 CACHE_BUCKET = 128  # static caches hold a multiple of this many positions
 COMPILE_MODES = ("default", "max-autotune")
@@ -122,10 +125,13 @@ def weights_signature(model: PreTrainedModel) -> tuple[tuple[int, int], ...]:
 
 def check_compilable(method: str, models: dict[str, object]) -> None:
     """One line naming what cannot take the compiled path, before any model runs."""
-    if method not in COMPILED_METHODS:
+    from bild_exp.decoding.registry import methods_where  # the registry imports this module
+
+    compilable = methods_where("compilable")
+    if method not in compilable:
         raise InvalidParameterError(
             f"compile=True is invalid for method={method!r}: accepted methods "
-            f"{', '.join(COMPILED_METHODS)} (CALM's per-layer exits, HF assisted generation "
+            f"{', '.join(compilable)} (CALM's per-layer exits, HF assisted generation "
             "and prompt lookup run eagerly only)"
         )
     for name, model in models.items():

@@ -32,7 +32,7 @@ import weakref
 import torch
 from torch import nn
 
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
 CPU_KERNELS = ("auto", "plain", "prepacked")
 # Every live prepacked layer by id: the compiled path calls them through an opaque op that

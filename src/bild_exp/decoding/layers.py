@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
 
 @dataclass(frozen=True)

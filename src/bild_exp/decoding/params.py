@@ -6,21 +6,16 @@ the parameter, the value and what is accepted, before any model runs.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from bild_exp.decoding.policies import ROLLBACK_METRICS
 from bild_exp.decoding.sampling import SAMPLING_MODES
-from bild_exp.errors import BildError
+from bild_exp.errors import InvalidParameterError
 
 ASSISTANT_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 BILD_SCHEDULES = ("paper", "official")
-
-
-class InvalidParameterError(BildError, ValueError):
-    """A decoding parameter or input is out of its accepted range."""
 
 
 def invalid(name: str, value: Any, accepted: str) -> InvalidParameterError:
@@ -203,30 +198,3 @@ class CalmParams(SamplingParams):
         check_range("exit_threshold", self.exit_threshold, 0.0, 1.0)
         check_range("decay_temperature", self.decay_temperature, 0.0)
         check_int("min_exit_layer", self.min_exit_layer, 1)
-
-
-PARAMS_BY_METHOD: dict[str, type[SamplingParams]] = {
-    "large": AutoregressiveParams,
-    "small": AutoregressiveParams,
-    "bild": BildParams,
-    "speculative": SpeculativeParams,
-    "oracle": OracleParams,
-    "hf_assisted": HfAssistedParams,
-    "prompt_lookup": PromptLookupParams,
-    "calm": CalmParams,
-}
-METHODS = tuple(PARAMS_BY_METHOD)
-
-
-def parse_params(method: str, params: dict[str, Any]) -> SamplingParams:
-    """Build the method's parameter object, rejecting unknown names and bad values."""
-    check_choice("method", method, METHODS)
-    params_class = PARAMS_BY_METHOD[method]
-    accepted = [field.name for field in dataclasses.fields(params_class)]
-    for name in params:
-        if name not in accepted:
-            raise InvalidParameterError(
-                f"{name}={params[name]!r} is not a parameter of method {method!r}: "
-                f"accepted {', '.join(accepted)}"
-            )
-    return params_class(**params)

@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
 PASSED, FAILED, TIMED_OUT, SYNTAX_ERROR = "passed", "failed", "timed_out", "syntax_error"
 OUTCOMES = (PASSED, FAILED, TIMED_OUT, SYNTAX_ERROR)

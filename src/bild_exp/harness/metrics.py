@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 

@@ -21,8 +21,7 @@ from bild_exp.decoding import check_pair
 from bild_exp.decoding.api import ARCHITECTURES
 from bild_exp.decoding.cpu_kernels import prepack_models
 from bild_exp.decoding.early_exit import EarlyExit
-from bild_exp.decoding.params import InvalidParameterError
-from bild_exp.errors import BildError
+from bild_exp.errors import BildError, InvalidParameterError
 from bild_exp.flops import ModelShape
 from bild_exp.harness.gguf import converted_folder, is_gguf
 from bild_exp.harness.shared_weights import has_shared_weights, load_with_shared

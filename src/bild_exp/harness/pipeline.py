@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from bild_exp.data.tasks import DataError, Example, TaskSpec, load_examples, task_from_config
-from bild_exp.decoding.compiled import COMPILED_METHODS, check_compile_mode, compile_stats
+from bild_exp.decoding.compiled import check_compile_mode, compile_stats
 from bild_exp.decoding.cpu_kernels import resolve_cpu_kernels
-from bild_exp.decoding.params import InvalidParameterError
-from bild_exp.errors import Interrupted
+from bild_exp.decoding.registry import methods_where
+from bild_exp.errors import Interrupted, InvalidParameterError
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
 from bild_exp.harness.execution import execute_records, execution_limits
 from bild_exp.harness.manifest import build_manifest, machine_load
@@ -306,11 +306,12 @@ def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
         )
     if not compile:
         return
+    compilable = methods_where("compilable")
     for run in runs:
-        if run.method not in COMPILED_METHODS or run.small_variant == "early_exit":
+        if run.method not in compilable or run.small_variant == "early_exit":
             raise InvalidParameterError(
                 f"engine.compile=true is invalid for run {run.study!r} (method={run.method!r}, "
-                f"small={run.small_variant!r}): accepted methods {', '.join(COMPILED_METHODS)} "
+                f"small={run.small_variant!r}): accepted methods {', '.join(compilable)} "
                 "with a separate small model; run CALM, HF assisted and early exit eagerly"
             )
 

@@ -16,13 +16,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bild_exp.decoding.params import InvalidParameterError, parse_params
+from bild_exp.decoding.registry import parse_params, spec_of
+from bild_exp.errors import InvalidParameterError
 
 BASELINE_METHODS = ("large", "small")
 # base: pair.small | aligned: pair.small_aligned | early_exit: the large model's first
 # pair.early_exit_layers decoder layers (paper Section 4.4)
 SMALL_VARIANTS = ("base", "aligned", "early_exit")
-SINGLE_MODEL_METHODS = ("large", "calm", "prompt_lookup")  # no small model, so no small variant
 GRID_AXES = (
     "fallback_threshold",
     "rollback_threshold",
@@ -184,7 +184,7 @@ def plan_runs(cfg: DictConfig) -> list[RunConfig]:
             **studies,
         }
     for study_name, study in studies.items():
-        single = study.method in SINGLE_MODEL_METHODS
+        single = not spec_of(study.method).needs_small  # no small model: no small variant
         variants = ["-"] if single else small_variants(cfg, study)
         params_node = study.get("params")
         fixed = OmegaConf.to_container(params_node, resolve=True) if params_node is not None else {}

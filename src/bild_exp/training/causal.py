@@ -151,7 +151,7 @@ def share_tensors(small: PreTrainedModel, large: PreTrainedModel) -> None:
 def check_truncation(large: PreTrainedModel, layers: int) -> None:
     depth = len(decoder_layers(large))
     if not 1 <= layers < depth:
-        from bild_exp.decoding.params import InvalidParameterError
+        from bild_exp.errors import InvalidParameterError
 
         raise InvalidParameterError(
             f"model.layers={layers!r} is invalid: accepted 1..{depth - 1} (the large model "

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, Seq2SeqTrainer
 
 from bild_exp.decoding.layers import decoder_depth, exit_logits
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 
 WEIGHT_SCHEMES = ("equal", "depth")
 

@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from bild_exp.decoding.params import InvalidParameterError
+from bild_exp.errors import InvalidParameterError
 from bild_exp.training.causal import CausalCollator, ResponseExitTrainer, ResponseOnlyTrainer
 from bild_exp.training.exit_loss import ExitLossTrainer
 

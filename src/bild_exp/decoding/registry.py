@@ -1,0 +1,175 @@
+"""One place for what each decoding method is: its decode function, its parameter class, and
+what it supports. ``generate``, parameter parsing, the compiled path's checks and the
+harness's planning all read this table; a new method adds its module and one entry here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from bild_exp.decoding.autoregressive import decode_autoregressive
+from bild_exp.decoding.bild import decode_bild
+from bild_exp.decoding.calm import decode_calm
+from bild_exp.decoding.early_exit import EarlyExit
+from bild_exp.decoding.hf_assisted import decode_hf_assisted, decode_prompt_lookup
+from bild_exp.decoding.oracle import decode_oracle
+from bild_exp.decoding.params import (
+    AutoregressiveParams,
+    BildParams,
+    CalmParams,
+    HfAssistedParams,
+    OracleParams,
+    PromptLookupParams,
+    SamplingParams,
+    SpeculativeParams,
+    check_choice,
+)
+from bild_exp.decoding.result import GenerationResult
+from bild_exp.decoding.speculative import decode_speculative
+from bild_exp.errors import InvalidParameterError
+
+# decode(large, small, input_ids, params, *, sampler, max_new_tokens, use_cache,
+#        stop_strings, compile) -> GenerationResult: every method behind one signature
+Decode = Callable[..., GenerationResult]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a decoding method is and supports.
+
+    needs_small: decodes with a small model (then the harness plans one run per small
+        variant; methods without one have no small variant).
+    early_exit_small: accepts ``EarlyExit(large, layers=k)`` as its small model.
+    compilable: runs on the compiled path (static caches + ``torch.compile``).
+    """
+
+    name: str
+    params: type[SamplingParams]
+    decode: Decode
+    needs_small: bool = False
+    early_exit_small: bool = False
+    compilable: bool = False
+
+
+def _model(model: PreTrainedModel | EarlyExit) -> PreTrainedModel:
+    return model.model if isinstance(model, EarlyExit) else model
+
+
+def _large(large, small, input_ids, params, **common) -> GenerationResult:
+    return decode_autoregressive(large, input_ids, is_large=True, **common)
+
+
+def _small(large, small, input_ids, params, **common) -> GenerationResult:
+    return decode_autoregressive(_model(small), input_ids, is_large=False, **common)
+
+
+def _pair_method(function: Callable[..., GenerationResult]) -> Decode:
+    """BiLD, speculative, oracle: both models, the method's parameters, every setting."""
+
+    def decode(large, small, input_ids, params, **common) -> GenerationResult:
+        return function(large, small, input_ids, params=params, **common)
+
+    return decode
+
+
+def _calm(large, small, input_ids, params, *, compile: bool = False, **common):
+    return decode_calm(large, input_ids, params=params, **common)
+
+
+def _hf_settings(common: dict[str, Any]) -> dict[str, Any]:
+    """What Hugging Face's generate takes of the engine's settings (it samples and caches
+    on its own)."""
+    return {"max_new_tokens": common["max_new_tokens"], "stop_strings": common["stop_strings"]}
+
+
+def _hf_assisted(large, small, input_ids, params, **common) -> GenerationResult:
+    return decode_hf_assisted(large, small, input_ids, params=params, **_hf_settings(common))
+
+
+def _prompt_lookup(large, small, input_ids, params, **common) -> GenerationResult:
+    return decode_prompt_lookup(large, input_ids, params=params, **_hf_settings(common))
+
+
+SPECS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("large", AutoregressiveParams, _large, compilable=True),
+        MethodSpec(
+            "small",
+            AutoregressiveParams,
+            _small,
+            needs_small=True,
+            early_exit_small=True,
+            compilable=True,
+        ),
+        MethodSpec(
+            "bild",
+            BildParams,
+            _pair_method(decode_bild),
+            needs_small=True,
+            early_exit_small=True,
+            compilable=True,
+        ),
+        MethodSpec(
+            "speculative",
+            SpeculativeParams,
+            _pair_method(decode_speculative),
+            needs_small=True,
+            early_exit_small=True,
+            compilable=True,
+        ),
+        MethodSpec(
+            "oracle",
+            OracleParams,
+            _pair_method(decode_oracle),
+            needs_small=True,
+            early_exit_small=True,
+            compilable=True,
+        ),
+        MethodSpec("hf_assisted", HfAssistedParams, _hf_assisted, needs_small=True),
+        MethodSpec("prompt_lookup", PromptLookupParams, _prompt_lookup),
+        MethodSpec("calm", CalmParams, _calm),
+    )
+}
+METHODS = tuple(SPECS)
+
+
+def spec_of(method: str) -> MethodSpec:
+    check_choice("method", method, tuple(SPECS))
+    return SPECS[method]
+
+
+def methods_where(flag: str) -> tuple[str, ...]:
+    """The methods whose spec has ``flag`` set, e.g. ``methods_where("compilable")``."""
+    return tuple(name for name, spec in SPECS.items() if getattr(spec, flag))
+
+
+def parse_params(method: str, params: dict[str, Any]) -> SamplingParams:
+    """Build the method's parameter object, rejecting unknown names and bad values."""
+    params_class = spec_of(method).params
+    accepted = [field.name for field in dataclasses.fields(params_class)]
+    for name in params:
+        if name not in accepted:
+            raise InvalidParameterError(
+                f"{name}={params[name]!r} is not a parameter of method {method!r}: "
+                f"accepted {', '.join(accepted)}"
+            )
+    return params_class(**params)
+
+
+def decode(
+    method: str,
+    large: PreTrainedModel | None,
+    small: PreTrainedModel | EarlyExit | None,
+    input_ids: torch.Tensor,
+    params: SamplingParams,
+    **common: Any,
+) -> GenerationResult:
+    """Run a validated method."""
+    return SPECS[method].decode(large, small, input_ids, params, **common)
