@@ -131,6 +131,8 @@ def test_eager_and_compiled_call_times_are_measured_in_alternating_blocks(monkey
         ("bench.warmup=-1", "bench.warmup=-1 is invalid: accepted an integer >= 0"),
         ("bench.bootstrap_samples=0", "bench.bootstrap_samples=0 is invalid"),
         ("bench.tolerances=[]", "bench.tolerances=[] is invalid: accepted a non-empty list"),
+        ("bench.scale_workers=[0]", "bench.scale_workers=[0] is invalid: accepted a list of"),
+        ("bench.length_buckets=[a]", "bench.length_buckets=['a'] is invalid"),
     ],
 )
 def test_bad_bench_settings_are_refused_before_the_selection_sweep(override, message, monkeypatch):

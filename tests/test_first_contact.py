@@ -322,6 +322,7 @@ def test_make_demo_dry_run_runs_nothing(tmp_path):
         ("data.example_ids=[1,2]", "data.example_ids=[1, 2] is invalid"),
         ("engine.cpu_kernels=fast", "engine.cpu_kernels='fast' is invalid: accepted 'auto'"),
         ("stats.bootstrap=0", "stats.bootstrap=0 is invalid: accepted an integer >= 1"),
+        ("scoring.truncate_references=0", "scoring.truncate_references=0 is invalid: accepted"),
         ("stats.seed=-1", "stats.seed=-1 is invalid: accepted an integer >= 0"),
         ("stats.confidence=95", "stats.confidence=95 is invalid: accepted a number strictly"),
     ],

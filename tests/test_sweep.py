@@ -91,9 +91,13 @@ def test_second_run_skips_everything_done(tiny_assets, tmp_path):
     overrides = tiny_overrides(tiny_assets, tmp_path, *ONE_BILD_POINT)
     first = sweep.run(compose_sweep(overrides))
     parts_before = sorted((first.run_dir / "parts").glob("*.parquet"))
+    load = json.loads((first.run_dir / "manifest.json").read_text())["machine_load"]
+    assert load["cores"] >= 1 and len(load["before"]) == 3
     second = sweep.run(compose_sweep(overrides))
     assert sorted((second.run_dir / "parts").glob("*.parquet")) == parts_before
     pd.testing.assert_frame_equal(first.records, second.records)
+    # nothing was timed again: the manifest keeps the load of the run that timed the records
+    assert json.loads((second.run_dir / "manifest.json").read_text())["machine_load"] == load
 
 
 def test_incompatible_results_folder_is_refused(tiny_assets, tmp_path):

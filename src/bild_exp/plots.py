@@ -32,6 +32,8 @@ FAMILY_LABELS = {
     "bild_no_rollback/base": "BiLD, no rollback",
     "bild_no_fallback/base": "BiLD, no fallback",
     "speculative/base": "speculative",
+    "bild_lossless/base": "BiLD lossless",
+    "bild_long/base": "BiLD, 20 small steps",
     "hf_assisted/base": "HF assisted",
     "small/base": "vanilla small",
     "small/aligned": "vanilla small (aligned)",

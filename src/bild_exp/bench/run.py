@@ -199,6 +199,15 @@ def check_bench_settings(bench: DictConfig) -> None:
     ):
         if key in bench:
             check_integer(f"bench.{key}", bench.get(key), low)
+    for key, low in (("length_buckets", 0), ("scale_workers", 1)):
+        values = bench.get(key)
+        if values is not None and (
+            not OmegaConf.is_list(values)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in values)
+        ):
+            raise InvalidParameterError(
+                f"bench.{key}={values!r} is invalid: accepted a list of integers >= {low}"
+            )
     tolerances = bench.get("tolerances")
     if (
         not OmegaConf.is_list(tolerances)

@@ -27,7 +27,7 @@ from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resol
 from bild_exp.harness.placement import placed
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.report import format_summary, notes, points_table, write_outputs
-from bild_exp.harness.store import BusyError, RecordStore
+from bild_exp.harness.store import BusyError, RecordStore, read_json
 from bild_exp.harness.summary import operating_points, quality_column, summarize
 from bild_exp.timing import device_description
 from bild_exp.wandb_setup import check_mode
@@ -113,6 +113,12 @@ def check_settings(cfg: DictConfig) -> None:
         "null (the task's limit)",
     )
     check_stats(cfg.get("stats") or {})
+    check_integer(
+        "scoring.truncate_references",
+        cfg.scoring.get("truncate_references"),
+        1,
+        "null (references kept whole)",
+    )
     if cfg.scoring.empty_sources not in EMPTY_SOURCE_POLICIES:
         raise InvalidParameterError(
             f"scoring.empty_sources={cfg.scoring.empty_sources!r} is invalid: accepted "
@@ -410,7 +416,7 @@ def sweep_on_device(
     baselines.claim(fingerprint)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     context = {"task": task.name, "pair": cfg.pair.name, "split": cfg.data.split or task.split}
-    load_before = machine_load()
+    load_before, n_done = machine_load(), len(store.done_keys()) + len(baselines.done_keys())
     try:
         execute_all(runs, items, pair, (store, baselines), context, cfg)
     except KeyboardInterrupt:
@@ -432,11 +438,12 @@ def sweep_on_device(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
     manifest["cpu_kernels"] = kernels
-    manifest["machine_load"] = {
-        "cores": os.cpu_count(),
-        "before": load_before,
-        "after": machine_load(),
-    }
+    computed = len(store.done_keys()) + len(baselines.done_keys()) > n_done
+    manifest["machine_load"] = (
+        {"cores": os.cpu_count(), "before": load_before, "after": machine_load()}
+        if computed  # a rerun that timed nothing keeps the load of the run that did
+        else previous_machine_load(run_dir)
+    )
     if (
         engine_compile(cfg) is not None
     ):  # compile time is kept out of every timed example; here it is
@@ -450,6 +457,14 @@ def sweep_on_device(
     )
     print(points_table(points).to_string(index=False))
     return SweepOutcome(run_dir, records, summary, points)
+
+
+def previous_machine_load(run_dir: Path) -> dict[str, Any] | None:
+    """The load recorded by the run that timed this folder's records (None if unknown)."""
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        return None
+    return read_json(path, "delete it; the next sweep rewrites it").get("machine_load")
 
 
 def execute_all(
