@@ -4,6 +4,8 @@ a sweep; removed, it is refused again."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from omegaconf import OmegaConf, open_dict
 
@@ -16,12 +18,12 @@ from tests.test_sweep import compose_sweep
 from tests.tiny_models import prompt, tiny_pair
 
 
-def greedy_twice(large, small, input_ids, params, **common):
+def greedy(large, small, input_ids, params, **common):
     """A toy method: vanilla large decoding under another name."""
     return registry.SPECS["large"].decode(large, small, input_ids, params, **common)
 
 
-TOY = registry.MethodSpec("toy", AutoregressiveParams, greedy_twice)
+TOY = registry.MethodSpec("toy", AutoregressiveParams, greedy)
 
 
 def test_a_method_added_to_the_registry_only_runs_everywhere(monkeypatch):
@@ -45,3 +47,17 @@ def test_a_method_added_to_the_registry_only_runs_everywhere(monkeypatch):
     monkeypatch.delitem(registry.SPECS, "toy")
     with pytest.raises(InvalidParameterError, match="method='toy' is invalid"):
         generate("toy", large=large, input_ids=ids, max_new_tokens=8)
+
+
+@dataclass(frozen=True)
+class KnobParams(AutoregressiveParams):
+    knob: int = 3
+
+
+def test_a_new_parameter_class_gives_its_columns_and_types(monkeypatch):
+    monkeypatch.setitem(registry.SPECS, "toy", registry.MethodSpec("toy", KnobParams, greedy))
+    types = registry.parameter_types()
+    assert types["knob"] is int and types["window"] is int and types["top_p"] is float
+    assert types["assistant_confidence_threshold"] is float  # float | None read as float
+    assert list(types)[-4:] == ["sampling", "top_p", "temperature", "seed"]
+    assert registry.parse_params("toy", {"knob": 5}).knob == 5

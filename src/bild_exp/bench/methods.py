@@ -15,7 +15,7 @@ import torch
 
 from bild_exp.decoding import GenerationResult, generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from bild_exp.decoding.registry import methods_where
+from bild_exp.decoding.registry import methods_where, parameter_types
 from bild_exp.decoding.runner import StopStrings
 from bild_exp.harness.models import LoadedPair
 
@@ -97,7 +97,9 @@ def best_point(
 
 
 def params_of(row: pd.Series, names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: (int(row[name]) if name == "window" else float(row[name])) for name in names}
+    """The named parameters of a summary row, each as its parameter class declares it."""
+    types = parameter_types()
+    return {name: types[name](row[name]) for name in names}
 
 
 def contenders(

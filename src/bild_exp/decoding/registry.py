@@ -6,6 +6,7 @@ harness's planning all read this table; a new method adds its module and one ent
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +149,23 @@ def spec_of(method: str) -> MethodSpec:
 def methods_where(flag: str) -> tuple[str, ...]:
     """The methods whose spec has ``flag`` set, e.g. ``methods_where("compilable")``."""
     return tuple(name for name, spec in SPECS.items() if getattr(spec, flag))
+
+
+def parameter_types() -> dict[str, type]:
+    """Every method parameter and its type (int, float, str or bool; ``X | None`` as X),
+    method-specific ones first, the sampling settings every method shares last: the
+    parameter columns of result rows and how to read them back."""
+    shared = {field.name for field in dataclasses.fields(SamplingParams)}
+    types: dict[str, type] = {}
+    for spec in SPECS.values():
+        hints = typing.get_type_hints(spec.params)
+        for field in dataclasses.fields(spec.params):
+            kinds = [t for t in typing.get_args(hints[field.name]) if t is not type(None)]
+            types.setdefault(field.name, kinds[0] if kinds else hints[field.name])
+    return {
+        **{n: t for n, t in types.items() if n not in shared},
+        **{n: t for n, t in types.items() if n in shared},
+    }
 
 
 def parse_params(method: str, params: dict[str, Any]) -> SamplingParams:

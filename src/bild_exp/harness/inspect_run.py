@@ -16,12 +16,13 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bild_exp.data.tasks import DataError, load_examples, task_from_config
+from bild_exp.decoding.registry import parameter_types
 from bild_exp.harness.execute import EncodedExample, decode_once, encode, output_text, record
 from bild_exp.harness.models import load_pair
 from bild_exp.harness.plan import PARAM_COLUMNS, RunConfig
 from bild_exp.harness.store import RecordStore
 
-INTEGER_PARAMS = ("max_small_steps", "window", "num_assistant_tokens", "seed")
+INTEGER_PARAMS = tuple(name for name, kind in parameter_types().items() if kind is int)
 
 
 def bild_example(run_dir: Path, n_candidates: int = 8) -> pd.Series:

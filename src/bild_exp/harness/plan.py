@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bild_exp.decoding.registry import parse_params, spec_of
+from bild_exp.decoding.registry import parameter_types, parse_params, spec_of
 from bild_exp.errors import InvalidParameterError
 
 BASELINE_METHODS = ("large", "small")
@@ -33,29 +33,9 @@ GRID_AXES = (
     "exit_threshold",
     "decay_temperature",
 )
-# Parameters that are the same for every example of a run and identify it in result rows.
-PARAM_COLUMNS = (
-    "fallback_threshold",
-    "rollback_threshold",
-    "max_small_steps",
-    "rollback_metric",
-    "verify_tail",
-    "schedule",
-    "window",
-    "oracle_threshold",
-    "num_assistant_tokens",
-    "num_assistant_tokens_schedule",
-    "assistant_confidence_threshold",
-    "prompt_lookup_num_tokens",
-    "max_matching_ngram_size",
-    "exit_threshold",
-    "decay_temperature",
-    "min_exit_layer",
-    "sampling",
-    "top_p",
-    "temperature",
-    "seed",
-)
+# Parameters that are the same for every example of a run and identify it in result rows
+# (read from the methods' parameter classes: a new parameter needs no edit here).
+PARAM_COLUMNS = tuple(parameter_types())
 
 
 @dataclass(frozen=True)
