@@ -43,8 +43,8 @@ def tiny_assets(tmp_path_factory):
 # 2026-12-02): kept out of `make test` so that a cold run stays under 15 minutes, run by
 # `make test-slow`. Each area keeps a cheaper test in the default run (noted per group).
 SLOW_ON_A_COLD_CPU = {
-    # compiled path: llama-small, the official-schedule BiLD, HF generate and frozen
-    # constants stay
+    # compiled path: llama-small, llama-BiLD, the official-schedule BiLD, HF generate and
+    # frozen constants stay
     "tests/test_compiled.py::test_graphs_are_bounded_and_compiled_before_the_first_timed_call",
     "tests/test_compiled.py::test_weights_changed_after_compiling_are_used",
     "tests/test_compiled.py::test_compiled_equals_eager_token_for_token_and_every_stat[llama-large-{}]",
@@ -52,6 +52,10 @@ SLOW_ON_A_COLD_CPU = {
     "tests/test_compiled.py::test_compiled_equals_eager_token_for_token_and_every_stat[t5-small-{}]",
     "tests/test_compiled.py::test_compiled_equals_eager_token_for_token_and_every_stat[bart-large-{}]",
     "tests/test_compiled.py::test_compiled_equals_eager_token_for_token_and_every_stat[bart-small-{}]",
+    # 47-58 s cold in the first fresh-clone run with this list (14 min 58 s in all): BiLD on
+    # the compiled path stays tested on llama
+    "tests/test_compiled.py::test_compiled_equals_eager_token_for_token_and_every_stat[t5-bild-{'fallback_threshold': 0.5, 'rollback_threshold': 1.0}]",
+    "tests/test_compiled.py::test_compiled_equals_eager_token_for_token_and_every_stat[bart-bild-{'fallback_threshold': 0.5, 'rollback_threshold': 1.0}]",
     "tests/test_compiled.py::test_t5_with_more_decoder_than_encoder_layers_compiled_equals_eager",
     "tests/test_cpu_kernels.py::test_compiled_path_over_a_prepacked_model_matches_eager",
     "tests/test_sweep.py::test_engine_compile_sweep_matches_eager_and_reports_compilation",

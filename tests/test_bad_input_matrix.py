@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,12 +24,7 @@ from bild_exp.harness.store import (
     UnwritableResultsError,
     check_writable,
 )
-from tests.test_sweep import ONE_BILD_POINT, compose_sweep, tiny_overrides
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-for name in ("BILD_DEBUG", "HYDRA_FULL_ERROR"):
-    ENV.pop(name, None)
+from tests.harness_fixtures import ENV, ONE_BILD_POINT, ROOT, compose_sweep, tiny_overrides
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from bild_exp.bench.run import run
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness import stats
 from bild_exp.sweep import with_default_task
-from tests.test_sweep import CONF_DIR, tiny_overrides
+from tests.harness_fixtures import CONF_DIR, tiny_overrides
 
 
 def test_cost_model_by_hand():

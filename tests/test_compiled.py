@@ -212,7 +212,7 @@ def test_shipped_demo_pair_compiled_equals_eager():
     from bild_exp.data.tasks import load_examples, task_from_config
     from bild_exp.harness.execute import encode
     from bild_exp.harness.models import load_pair
-    from tests.test_sweep import compose_sweep
+    from tests.harness_fixtures import compose_sweep
 
     cfg = compose_sweep(["+task=demo", "pair.device=cpu"])
     task = task_from_config(cfg.task)
@@ -358,7 +358,7 @@ def test_shipped_demo_pair_max_autotune_equals_eager():
     from bild_exp.data.tasks import load_examples, task_from_config
     from bild_exp.harness.execute import encode
     from bild_exp.harness.models import load_pair
-    from tests.test_sweep import compose_sweep
+    from tests.harness_fixtures import compose_sweep
 
     cfg = compose_sweep(["+task=demo", "pair.device=cpu"])
     task = task_from_config(cfg.task)

@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from bild_exp.data.tasks import DataError, TaskSpec, load_examples, task_from_config
+from tests.harness_fixtures import custom_task
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -70,16 +71,6 @@ def test_real_formats_load_from_local_files(tmp_path, name, fmt):
         assert task.encoder_text(examples[0].source) == "summarize: " + first[source_field]
         assert examples[0].target == first[target_field]
         assert examples[0].id == first["id"]
-
-
-def custom_task(path) -> TaskSpec:
-    return TaskSpec(
-        name="custom",
-        metric="bleu",
-        source_field="src",
-        target_field="ref",
-        data_files={"validation": str(path)},
-    )
 
 
 def test_csv_custom_task(tmp_path):

@@ -14,8 +14,7 @@ from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.gguf import converted_folder
 from bild_exp.harness.shared_weights import save_without_shared
 from bild_exp.training.causal import truncated_model
-from tests.test_causal_training import SMOLLM2, tiny_llama
-from tests.test_sweep import compose_sweep
+from tests.harness_fixtures import SMOLLM2, compose_sweep, tiny_llama
 
 LLM_PAIRS = [
     "smollm2",
@@ -218,7 +217,7 @@ def test_engine_compile_mode_errors_before_loading(tmp_path, overrides, message)
 def test_compile_modes_never_share_a_results_folder(tiny_causal_pair, tmp_path):
     """Eager, default-mode and max-autotune records have different folder fingerprints."""
     from bild_exp.data.tasks import task_from_config
-    from bild_exp.harness.pipeline import compatibility
+    from bild_exp.harness.fingerprint import compatibility
 
     device = dict.fromkeys(
         ["device_name", "torch", "transformers", "float32_matmul_precision"], "x"

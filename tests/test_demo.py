@@ -7,7 +7,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from bild_exp import sweep
 from bild_exp.data.tasks import resolve_path
-from tests.test_sweep import compose_sweep
+from tests.harness_fixtures import compose_sweep
 
 
 def demo_overrides(tmp_path, limit: int, *extra: str) -> list[str]:

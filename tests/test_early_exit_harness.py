@@ -9,11 +9,11 @@ import pytest
 
 from bild_exp import paper, sweep
 from bild_exp.data.tasks import task_from_config
-from bild_exp.harness.pipeline import compatibility
+from bild_exp.harness.fingerprint import compatibility
 from bild_exp.harness.plan import plan_runs
 from bild_exp.harness.summary import summarize
 from bild_exp.timing import device_description
-from tests.test_sweep import ONE_BILD_POINT, compose_sweep, tiny_overrides
+from tests.harness_fixtures import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
 EARLY_EXIT_GRID = (
     "grid.fallback_threshold=[0.5]",

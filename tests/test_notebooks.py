@@ -10,7 +10,7 @@ import pytest
 from nbclient import NotebookClient
 
 from bild_exp import sweep
-from tests.test_sweep import compose_sweep, tiny_overrides
+from tests.harness_fixtures import compose_sweep, tiny_overrides
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -54,7 +54,7 @@ def test_notebook_executes(path, results_dir, tmp_path, monkeypatch):
 
 def test_per_token_notebook_runs_on_a_fresh_clone(tmp_path, monkeypatch):
     """The committed demo folder has summaries but no raw records (git-ignored)."""
-    from tests.test_first_contact import fresh_clone_copy
+    from tests.harness_fixtures import fresh_clone_copy
 
     run_dir = fresh_clone_copy("results/demo/demo_demo", tmp_path)
     assert not (run_dir / "parts").exists()

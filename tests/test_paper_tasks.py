@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from bild_exp.data.tasks import task_from_config
 from bild_exp.harness.summary import quality_column
 from bild_exp.paper import published_table1
-from tests.test_sweep import compose_sweep
+from tests.harness_fixtures import compose_sweep
 
 HEADLINE = {"iwslt17": "bleu", "wmt14": "bleu", "xsum": "rougeL", "cnndm": "rougeLsum"}
 
@@ -64,7 +64,7 @@ def test_float16_t5_is_refused_before_weights_load(tiny_assets):
 
 
 def test_timing_conditions_are_recorded_and_key_the_baselines():
-    from bild_exp.harness.pipeline import compatibility
+    from bild_exp.harness.fingerprint import compatibility
     from bild_exp.harness.plan import plan_runs
     from bild_exp.timing import device_description
 
@@ -167,7 +167,7 @@ def t5_tokenizer():
 def test_references_are_cut_as_the_official_labels_were(t5_tokenizer):
     import pandas as pd
 
-    from bild_exp.harness.pipeline import truncate_references
+    from bild_exp.harness.scoring import truncate_references
 
     long = " ".join(["the house is very small and the garden is green ."] * 40)
     ids = t5_tokenizer(long, add_special_tokens=False)["input_ids"]
@@ -185,7 +185,7 @@ def test_references_are_cut_as_the_official_labels_were(t5_tokenizer):
 def test_tokenization_spaces_are_cleaned_on_both_sides_when_asked(t5_tokenizer):
     import pandas as pd
 
-    from bild_exp.harness.pipeline import scored_texts
+    from bild_exp.harness.scoring import scored_texts
 
     records = pd.DataFrame(
         {"hypothesis": ["It is n't here , is it ?"], "reference": ["It 's there ."]}
@@ -319,7 +319,7 @@ def test_dry_run_lists_the_official_pipeline_and_counts_generate_calls(capsys):
 
 def test_dry_run_estimates_time_from_measured_vanilla_latency(tiny_assets, tmp_path, capsys):
     from bild_exp import sweep
-    from tests.test_sweep import tiny_overrides
+    from tests.harness_fixtures import tiny_overrides
 
     overrides = tiny_overrides(tiny_assets, tmp_path, "method=large", "data.limit=3")
     sweep.run(compose_sweep([*overrides, "dry_run=true"]))

@@ -11,8 +11,8 @@ import pytest
 
 from bild_exp import paper, plots, sweep
 from bild_exp.harness.summary import operating_points, pareto_mask
+from tests.harness_fixtures import compose_sweep, tiny_overrides
 from tests.make_commands import dry_run_listing
-from tests.test_sweep import compose_sweep, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

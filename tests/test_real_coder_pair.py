@@ -12,7 +12,7 @@ from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.harness.models import load_pair
-from tests.test_sweep import compose_sweep
+from tests.harness_fixtures import compose_sweep
 
 pytestmark = pytest.mark.slow
 MAX_NEW = 24

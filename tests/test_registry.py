@@ -14,7 +14,7 @@ from bild_exp.decoding.params import AutoregressiveParams
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.plan import plan_runs
 from bild_exp.sweep import with_default_task
-from tests.test_sweep import compose_sweep
+from tests.harness_fixtures import compose_sweep
 from tests.tiny_models import prompt, tiny_pair
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bild_exp.harness.store import RecordStore
-from tests.harness_fixtures import write_task_files, write_tiny_pair
-from tests.test_sweep import tiny_overrides
+from tests.harness_fixtures import tiny_overrides, write_task_files, write_tiny_pair
 
 N_EXAMPLES = 12
 GRID = [

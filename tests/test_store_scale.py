@@ -13,7 +13,7 @@ from bild_exp import sweep
 from bild_exp.harness import store as store_module
 from bild_exp.harness.execute import FLUSH_EVERY
 from bild_exp.harness.store import RecordStore, part_config
-from tests.test_sweep import compose_sweep, tiny_overrides
+from tests.harness_fixtures import compose_sweep, tiny_overrides
 
 N_EXAMPLES = FLUSH_EVERY + 3  # two parts per configuration before compaction
 GRID = ("method=bild", "grid.fallback_threshold=[0.3,0.7]", "grid.rollback_threshold=[2.0]")

@@ -3,53 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
 from bild_exp import sweep
 from bild_exp.harness.store import IncompatibleResultsError
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-def tiny_overrides(assets, results: Path, *extra: str) -> list[str]:
-    pair, files = assets
-    return [
-        "+task=custom",
-        f"task.data_files.validation={files['validation']}",
-        "task.source_field=de",
-        "task.target_field=en",
-        "task.id_field=id",
-        "task.max_new_tokens=12",
-        f"pair.large={pair['large']}",
-        f"pair.small={pair['small']}",
-        f"pair.small_aligned={pair['small_aligned']}",
-        f"pair.tokenizer={pair['tokenizer']}",
-        "pair.name=tiny",
-        "pair.device=cpu",
-        f"results_dir={results}",
-        "logger=none",
-        "data.limit=6",
-        "data.warmup=1",
-        "progress=false",
-        *extra,
-    ]
-
-
-ONE_BILD_POINT = (
-    "method=bild",
-    "grid.fallback_threshold=[0.5]",
-    "grid.rollback_threshold=[2.0]",
-    "pair.small_variants=[base]",
-)
-
-
-def compose_sweep(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="sweep", overrides=overrides)
+from tests.harness_fixtures import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
 
 def test_sweep_writes_records_summary_and_manifest(tiny_assets, tmp_path):

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from bild_exp import sweep
 from bild_exp.wandb_setup import report_to, resolve_mode
-from tests.test_sweep import ONE_BILD_POINT, compose_sweep, tiny_overrides
+from tests.harness_fixtures import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
 
 def logger_cfg(**values):

@@ -32,17 +32,14 @@ from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness import stats
+from bild_exp.harness.checks import check_integer, check_settings
+from bild_exp.harness.dry_run import print_plan
 from bild_exp.harness.execute import EncodedExample, encode, output_text
 from bild_exp.harness.metrics import score
 from bild_exp.harness.models import LoadedPair, load_pair
-from bild_exp.harness.pipeline import (
-    check_integer,
-    check_settings,
-    compile_report,
-    print_plan,
-    run_sweep,
-)
+from bild_exp.harness.pipeline import compile_report, run_sweep
 from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.settings import resolve_settings
 from bild_exp.harness.store import atomic_write_bytes
 from bild_exp.harness.summary import quality_column
 from bild_exp.timing import device_description, timed
@@ -244,7 +241,7 @@ def run(cfg: DictConfig) -> Path:
     pair = load_pair(cfg.pair, ["base", "aligned"])
     examples = load_examples(task, bench.split, bench.n_examples)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
-    max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
+    max_new_tokens = resolve_settings(cfg).decode.max_new_tokens
     records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup, task.stop_strings)
     # per-call times of the eager path, the twins' compile mode and the default one
     modes = tuple(dict.fromkeys(["default", compile_mode])) if compiled else ()

@@ -21,6 +21,7 @@ from bild_exp.decoding.runner import StopStrings
 from bild_exp.flops import ModelShape, generation_cost
 from bild_exp.harness.models import LoadedPair
 from bild_exp.harness.plan import RunConfig
+from bild_exp.harness.settings import DecodeSettings
 from bild_exp.harness.store import RecordStore
 from bild_exp.timing import timed
 
@@ -185,21 +186,19 @@ def execute_run(
     pair: LoadedPair,
     store: RecordStore,
     context: dict[str, Any],
-    max_new_tokens: int,
-    warmup: int,
+    settings: DecodeSettings,
     on_example: Callable[[], None] = lambda: None,
-    stop_strings: list[str] | None = None,
-    compile_mode: str | None = None,
-    warmup_max_new_tokens: int | None = None,
 ) -> int:
     """Decode every example of ``items`` not yet in ``store``; return how many were decoded.
     Call it holding ``store.lock(run.config_id)``: once every example is stored, it compacts
     the configuration's parts into one.
 
-    ``compile_mode``: the compiled engine path in that mode (None: eager); at least one
-    untimed warm-up example runs, so that compilation never falls inside a timed example.
-    ``warmup_max_new_tokens`` caps the warm-up's decodes on the eager path (one-off costs
-    need a short decode; a compiled model's static cache is sized by the full limit)."""
+    ``settings.compile_mode``: the compiled engine path in that mode (None: eager); at least
+    one untimed warm-up example runs, so that compilation never falls inside a timed example.
+    ``settings.warmup_max_new_tokens`` caps the warm-up's decodes on the eager path (one-off
+    costs need a short decode; a compiled model's static cache is sized by the full limit)."""
+    max_new_tokens, stop_strings = settings.max_new_tokens, settings.stop_strings
+    compile_mode, warmup_cap = settings.compile_mode, settings.warmup_max_new_tokens
     done = store.done_keys(run.config_id)
     todo = [item for item in items if (run.config_id, item.example.id) not in done]
     for _ in range(len(items) - len(todo)):
@@ -209,9 +208,9 @@ def execute_run(
         return 0
     store.save_examples([example_row(item.example) for item in items])
     warmup_tokens = max_new_tokens
-    if warmup_max_new_tokens is not None and compile_mode is None:
-        warmup_tokens = min(max_new_tokens, warmup_max_new_tokens)
-    for item in items[: max(warmup, 0 if compile_mode is None else 1)]:
+    if warmup_cap is not None and compile_mode is None:
+        warmup_tokens = min(max_new_tokens, warmup_cap)
+    for item in items[: max(settings.warmup, 0 if compile_mode is None else 1)]:
         decode_once(run, pair, item.input_ids, warmup_tokens, stop_strings, compile_mode)
     buffer = []
     try:

@@ -1,0 +1,135 @@
+"""A sweep's settings checked before any data or model loads: one line naming the key the
+user typed, its value and what is accepted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from bild_exp.data.tasks import TaskSpec
+from bild_exp.decoding.compiled import check_compile_mode
+from bild_exp.decoding.cpu_kernels import resolve_cpu_kernels
+from bild_exp.decoding.registry import methods_where
+from bild_exp.errors import InvalidParameterError
+from bild_exp.harness.execution import execution_limits
+from bild_exp.harness.models import resolve_device
+from bild_exp.harness.plan import RunConfig
+from bild_exp.wandb_setup import check_mode
+
+EMPTY_SOURCE_POLICIES = ("skip", "error")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The sweep's own settings, checked before any data or model loads."""
+    check_integer("data.limit", cfg.data.limit, 1, "null (the whole split)")
+    check_integer("data.warmup", cfg.data.warmup, 0)
+    check_integer(
+        "data.warmup_max_new_tokens",
+        cfg.data.get("warmup_max_new_tokens"),
+        1,
+        "null (the task's limit)",
+    )
+    check_stats(cfg.get("stats") or {})
+    check_integer(
+        "scoring.truncate_references",
+        cfg.scoring.get("truncate_references"),
+        1,
+        "null (references kept whole)",
+    )
+    if cfg.scoring.empty_sources not in EMPTY_SOURCE_POLICIES:
+        raise InvalidParameterError(
+            f"scoring.empty_sources={cfg.scoring.empty_sources!r} is invalid: accepted "
+            f"{', '.join(EMPTY_SOURCE_POLICIES)}"
+        )
+    check_mode(cfg.logger)
+    task = cfg.get("task") or {}
+    check_integer("max_new_tokens", cfg.get("max_new_tokens"), 1, "null (the task's)")
+    ids = cfg.data.get("example_ids")
+    if ids is not None and (
+        not OmegaConf.is_list(ids) or not ids or not all(isinstance(i, str) for i in ids)
+    ):
+        raise InvalidParameterError(
+            f"data.example_ids={ids!r} is invalid: accepted null (the split in file order) or "
+            "a non-empty list of example ids (strings)"
+        )
+    for key in ("max_new_tokens", "max_source_length"):  # before any model loads
+        if key in task:
+            check_integer(f"task.{key}", task.get(key), 1)
+    if task.get("metric") == "pass_at_1":  # execution limits, before anything runs
+        execution_limits(OmegaConf.to_container(task.get("execution") or {}, resolve=True))
+
+
+def check_stats(settings: Any) -> None:
+    """``stats``: bootstrap resamples, their seed, the interval's confidence level."""
+    check_integer("stats.bootstrap", settings.get("bootstrap", 1000), 1)
+    check_integer("stats.randomizations", settings.get("randomizations", 10_000), 1)
+    check_integer("stats.seed", settings.get("seed", 0), 0)
+    confidence = settings.get("confidence", 0.95)
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, float | int)
+        or not (0 < confidence < 1)
+    ):
+        raise InvalidParameterError(
+            f"stats.confidence={confidence!r} is invalid: accepted a number strictly between "
+            "0 and 1 (e.g. 0.95)"
+        )
+
+
+def check_integer(name: str, value: Any, low: int, or_null: str | None = None) -> None:
+    """One line naming the config key unless ``value`` is an integer >= ``low`` (or null,
+    when ``or_null`` says what null means)."""
+    if value is None and or_null is not None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        accepted = f"{or_null} or an integer >= {low}" if or_null else f"an integer >= {low}"
+        raise InvalidParameterError(f"{name}={value!r} is invalid: accepted {accepted}")
+
+
+def check_paper_device(cfg: DictConfig, task: TaskSpec, device: Any) -> None:
+    """A paper sweep on a CPU takes weeks: only when asked for with pair.device=cpu."""
+    if task.extra.get("paper") and device.type == "cpu" and cfg.pair.device != "cpu":
+        raise InvalidParameterError(
+            f"pair.device={cfg.pair.device!r} resolved to cpu for paper task {task.name!r} "
+            "(torch.cuda.is_available() is False: no GPU, or a torch build that does not match "
+            "the driver): accepted a CUDA device, or pair.device=cpu to run on the CPU anyway"
+        )
+
+
+def engine_cpu_kernels(cfg: DictConfig) -> str:
+    """``engine.cpu_kernels`` resolved for the pair's device and dtype: ``plain`` or
+    ``prepacked`` (:func:`bild_exp.decoding.cpu_kernels.resolve_cpu_kernels`)."""
+    engine = cfg.get("engine") or {}
+    dtype = getattr(torch, str(cfg.pair.dtype), None)
+    device = resolve_device(cfg.pair.device)
+    return resolve_cpu_kernels(engine.get("cpu_kernels", "auto"), device, dtype)
+
+
+def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
+    """``engine.compile=true`` with a run the compiled path cannot take: one line, before
+    any model loads (the models' own types are checked by the engine at the first call)."""
+    compile = (cfg.get("engine") or {}).get("compile", False)
+    if not isinstance(compile, bool):
+        raise InvalidParameterError(
+            f"engine.compile={compile!r} is invalid: accepted true or false"
+        )
+    mode = (cfg.get("engine") or {}).get("compile_mode", "default")
+    check_compile_mode(mode, "engine.compile_mode")
+    engine_cpu_kernels(cfg)
+    if mode != "default" and not compile:
+        raise InvalidParameterError(
+            f"engine.compile_mode={mode!r} is invalid with engine.compile=false: accepted "
+            "'default', or engine.compile=true"
+        )
+    if not compile:
+        return
+    compilable = methods_where("compilable")
+    for run in runs:
+        if run.method not in compilable or run.small_variant == "early_exit":
+            raise InvalidParameterError(
+                f"engine.compile=true is invalid for run {run.study!r} (method={run.method!r}, "
+                f"small={run.small_variant!r}): accepted methods {', '.join(compilable)} "
+                "with a separate small model; run CALM, HF assisted and early exit eagerly"
+            )

@@ -1,0 +1,75 @@
+"""``dry_run=true``: what a sweep would run and how long it would take, loading nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from bild_exp.data.tasks import task_from_config
+from bild_exp.harness.fingerprint import compatibility, short_hash
+from bild_exp.harness.models import resolve_device
+from bild_exp.harness.plan import RunConfig
+from bild_exp.harness.settings import resolve_settings
+from bild_exp.harness.store import RecordStore
+from bild_exp.harness.summary import quality_column
+from bild_exp.timing import device_description
+
+
+def print_plan(cfg: DictConfig, runs: list[RunConfig]) -> None:
+    """``dry_run=true``: what would run, loading nothing: the data, scoring and lengths the
+    runs use (to check them against the paper's pipeline), the configurations and the number
+    of ``generate`` calls when the split's size is known."""
+    task, settings = cfg.task, resolve_settings(cfg)
+    split = settings.split
+    print(f"task={task.name} pair={cfg.pair.name} split={split} limit={cfg.data.limit}")
+    files = (task.get("hub_data_files") or {}).get(split)
+    source = task.data_files[split] if task.get("data_files") else files
+    print(
+        f"data: hub_id={task.hub_id} config={task.hub_config} revision={task.get('revision')} "
+        f"files={source}"
+    )
+    quality = quality_column(task.metric, task.get("quality"))
+    scoring = cfg.scoring
+    print(
+        f"scoring: {quality} truncate_references={scoring.truncate_references} "
+        f"clean_up_tokenization_spaces={scoring.get('clean_up_tokenization_spaces', False)} "
+        f"max_new_tokens={settings.decode.max_new_tokens} "
+        f"max_source_length={task.max_source_length} bild_schedule={cfg.get('bild_schedule')}"
+    )
+    known = [n for n in ((task.get("split_sizes") or {}).get(split), cfg.data.limit) if n]
+    n_examples = min(known) if known else None  # the split's size, cut by data.limit
+    if n_examples is not None:
+        print(
+            f"generate calls: {len(runs)} configurations x {n_examples} examples = "
+            f"{len(runs) * n_examples:,} (plus {cfg.data.warmup} untimed warm-up each)"
+        )
+        print(time_estimate(cfg, runs, len(runs) * n_examples))
+    print(f"{len(runs)} configurations:")
+    for run in runs:
+        print(f"  {run.config_id} {run.study:<18} small={run.small_variant:<8} {run.params}")
+
+
+def time_estimate(cfg: DictConfig, runs: list[RunConfig], n_calls: int) -> str:
+    """The sweep's time at vanilla large's per-token latency, measured by earlier runs on
+    this device and libraries (the baselines folder this sweep would use); loads no model."""
+    task = task_from_config(cfg.task)
+    device = device_description(resolve_device(cfg.pair.device))
+    baselines = RecordStore(
+        Path(cfg.baselines_dir) / short_hash(compatibility(cfg, task, device, runs))
+    )
+    large = baselines.read(columns=["config_id", "example_id", "method", "latency_s", "n_tokens"])
+    large = large[large["method"] == "large"] if len(large) else large
+    if large.empty:
+        return (
+            f"estimated time: not yet measured: no vanilla-large records in "
+            f"{str(baselines.directory)!r} (run once with data.limit=20 to measure)"
+        )
+    per_token = large["latency_s"].sum() / max(large["n_tokens"].sum(), 1)
+    tokens_per_call = large["n_tokens"].mean()
+    hours = n_calls * tokens_per_call * per_token / 3600
+    return (
+        f"estimated time: {hours:,.1f} h = {n_calls:,} calls x {tokens_per_call:.1f} tokens x "
+        f"{1000 * per_token:.2f} ms/token (vanilla large, {len(large)} records on "
+        f"{device['device_name']}; methods faster than vanilla large take less)"
+    )

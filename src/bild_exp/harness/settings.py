@@ -1,0 +1,53 @@
+"""A sweep's settings resolved once from its config: the task's defaults applied where the
+sweep leaves a key null, so the pipeline, the bench and the inspection tools read one value
+instead of re-deriving it (``cfg.data.split or task.split``, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How each example of a run is decoded and timed."""
+
+    max_new_tokens: int  # max_new_tokens, else the task's
+    warmup: int  # untimed examples before each run
+    warmup_max_new_tokens: int | None  # cap on a warm-up's new tokens (eager path only)
+    stop_strings: list[str] | None  # the task's
+    compile_mode: str | None  # engine.compile_mode when engine.compile is true, else None
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    split: str  # data.split, else the task's
+    limit: int | None
+    example_ids: list[str] | None
+    decode: DecodeSettings
+
+
+def engine_compile(cfg: DictConfig) -> str | None:
+    """The compile mode of ``engine.compile=true`` (``engine.compile_mode``), else None."""
+    engine = cfg.get("engine") or {}
+    return engine.get("compile_mode", "default") if engine.get("compile", False) else None
+
+
+def resolve_settings(cfg: DictConfig) -> SweepSettings:
+    """The settings a sweep runs with (call after the config's checks)."""
+    task, data = cfg.task, cfg.data
+    stops = task.get("stop_strings")
+    ids = data.get("example_ids")
+    return SweepSettings(
+        split=data.split or task.split,
+        limit=data.limit,
+        example_ids=list(ids) if ids else None,
+        decode=DecodeSettings(
+            max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
+            warmup=data.warmup,
+            warmup_max_new_tokens=data.get("warmup_max_new_tokens"),
+            stop_strings=OmegaConf.to_container(stops) if OmegaConf.is_list(stops) else stops,
+            compile_mode=engine_compile(cfg),
+        ),
+    )
