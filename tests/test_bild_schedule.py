@@ -13,7 +13,7 @@ import torch
 
 from bild_exp.decoding import InvalidParameterError, generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from bild_exp.decoding.result import start_sequence
+from bild_exp.decoding.sequence import start_sequence
 from tests.tiny_models import FAMILIES, prompt, tiny_pair
 
 MAX_NEW = 24

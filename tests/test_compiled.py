@@ -12,7 +12,7 @@ from bild_exp.decoding import InvalidParameterError, generate
 from bild_exp.decoding.compiled import compile_stats, compiled_model
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from tests.tiny_models import deep_decoder_t5, prompt, tiny_model, tiny_pair
+from tests.tiny_models import decode_with, deep_decoder_t5, prompt, tiny_model, tiny_pair
 
 MAX_NEW = 24
 METHODS = [
@@ -40,12 +40,12 @@ def llama_pair():
 
 
 def decode(method, large, small, ids, compile=False, **params):
-    return generate(
+    return decode_with(
         method,
-        large=large,
-        small=small,
-        input_ids=ids,
-        max_new_tokens=MAX_NEW,
+        large,
+        small,
+        ids,
+        MAX_NEW,
         compile=compile,
         **params,
     )

@@ -24,7 +24,7 @@ from bild_exp.decoding.cpu_kernels import (
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.models import load_pair
-from tests.tiny_models import tiny_model, train_briefly
+from tests.tiny_models import decode_with, tiny_model, train_briefly
 
 CPU = torch.device("cpu")
 MAX_NEW = 24
@@ -55,14 +55,7 @@ def decode_all(large, small, family: str) -> dict[tuple[str, int], tuple[list[in
     for index, ids in enumerate(prompts()):
         for name, params in METHODS.items():
             method = name.removesuffix("_lossless")
-            result = generate(
-                method,
-                large=None if method == "small" else large,
-                small=None if method == "large" else small,
-                input_ids=ids,
-                max_new_tokens=MAX_NEW,
-                **params,
-            )
+            result = decode_with(method, large, small, ids, MAX_NEW, **params)
             out[name, index] = (result.tokens, result.stats)
     return out
 

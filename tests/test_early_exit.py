@@ -7,17 +7,19 @@ import torch
 
 from bild_exp.decoding import InvalidParameterError, generate
 from bild_exp.decoding.bild import BildDecoder
+from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.decoding.layers import decoder_depth, exit_logits
 from bild_exp.decoding.params import BildParams
-from bild_exp.decoding.result import start_sequence
-from bild_exp.decoding.runner import runner_pair, self_attention_layers
+from bild_exp.decoding.runner import self_attention_layers
 from bild_exp.decoding.sampling import make_sampler
+from bild_exp.decoding.sequence import start_sequence
 from bild_exp.training.exit_loss import decoder_hidden_states
 from tests.tiny_models import (
     EARLY_EXIT_DEPTH,
     EARLY_EXIT_FAMILIES,
+    decode_with,
     prompt,
     tiny_early_exit_model,
     tiny_pair,
@@ -37,14 +39,8 @@ def case(request):
 
 
 def run(method, model, ids, layers=1, use_cache=True, **params):
-    return generate(
-        method,
-        large=model,
-        small=EarlyExit(model, layers=layers),
-        input_ids=ids,
-        max_new_tokens=MAX_NEW,
-        use_cache=use_cache,
-        **params,
+    return decode_with(
+        method, model, EarlyExit(model, layers=layers), ids, MAX_NEW, use_cache=use_cache, **params
     )
 
 
@@ -150,15 +146,11 @@ def test_shared_cache_holds_real_keys_and_values_in_every_layer(family):
     full forward's: skipped layers were filled by the large pass, exit layers stayed consistent."""
     model = tiny_early_exit_model(family)
     ids = prompt(family, 1)
-    large_runner, small_runner = runner_pair(model, EarlyExit(model, layers=1), ids)
+    context = DecodeContext(make_sampler("greedy", 1.0, 1.0, None, ids.device), MAX_NEW)
+    sequence = context.start(model, ids)
+    large_runner, small_runner = context.runners(model, EarlyExit(model, layers=1), ids, sequence)
     params = BildParams(fallback_threshold=0.6, rollback_threshold=1.0, max_small_steps=4)
-    decoder = BildDecoder(
-        large_runner,
-        small_runner,
-        start_sequence(model, ids, MAX_NEW),
-        params,
-        make_sampler("greedy", 1.0, 1.0, None, ids.device),
-    )
+    decoder = BildDecoder(large_runner, small_runner, sequence, params, context.sampler)
     with torch.inference_mode():
         result = decoder.run()
     assert result.stats["n_rollbacks"] > 0 and result.stats["n_large_calls"] > 0

@@ -7,7 +7,7 @@ import torch
 
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from tests.tiny_models import CHAIN, FAMILIES, SEPARATOR, prompt, tiny_pair
+from tests.tiny_models import CHAIN, FAMILIES, SEPARATOR, decode_with, prompt, tiny_pair
 
 PROMPT_SEEDS = (0, 1, 2)
 MAX_NEW = 24
@@ -19,14 +19,7 @@ def hf_greedy(model, input_ids: torch.Tensor) -> list[int]:
 
 def run(method: str, family: str, seed: int, **params):
     large, small = tiny_pair(family)
-    return generate(
-        method,
-        large=large,
-        small=small,
-        input_ids=prompt(family, seed),
-        max_new_tokens=MAX_NEW,
-        **params,
-    )
+    return decode_with(method, large, small, prompt(family, seed), MAX_NEW, **params)
 
 
 @pytest.fixture(scope="module", params=[(f, s) for f in FAMILIES for s in PROMPT_SEEDS], ids=str)

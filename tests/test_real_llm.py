@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from bild_exp.data.prompts import PromptFormat, prompt_input
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from bild_exp.decoding.runner import StopStrings
+from bild_exp.decoding.sequence import StopStrings
 from bild_exp.harness import gguf
 from bild_exp.harness.shared_weights import (
     SharedWeightsError,

@@ -18,9 +18,9 @@ from tests.harness_fixtures import compose_sweep
 from tests.tiny_models import prompt, tiny_pair
 
 
-def greedy(large, small, input_ids, params, **common):
+def greedy(large, small, input_ids, params, context):
     """A toy method: vanilla large decoding under another name."""
-    return registry.SPECS["large"].decode(large, small, input_ids, params, **common)
+    return registry.SPECS["large"].decode(large, small, input_ids, params, context)
 
 
 TOY = registry.MethodSpec("toy", AutoregressiveParams, greedy)

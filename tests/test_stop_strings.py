@@ -6,8 +6,8 @@ import pytest
 
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import clip_at_stop, hf_greedy_tokens
-from bild_exp.decoding.runner import StopStrings
-from tests.tiny_models import EOS, prompt, tiny_pair
+from bild_exp.decoding.sequence import StopStrings
+from tests.tiny_models import EOS, decode_with, prompt, tiny_pair
 
 MAX_NEW = 24
 EXACT_METHODS = {
@@ -32,16 +32,8 @@ class LetterTokenizer:
 
 
 def decode(method, params, large, small, ids, stop) -> list[int]:
-    return generate(
-        method,
-        large=large,
-        small=small,
-        input_ids=ids,
-        max_new_tokens=MAX_NEW,
-        stop_strings=[stop],
-        tokenizer=LetterTokenizer(),
-        **params,
-    ).tokens
+    options = {"stop_strings": [stop], "tokenizer": LetterTokenizer(), **params}
+    return decode_with(method, large, small, ids, MAX_NEW, **options).tokens
 
 
 def stop_letter_for(tokens: list[int], position: int) -> str:

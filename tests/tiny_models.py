@@ -21,6 +21,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from bild_exp.decoding import GenerationResult, generate
 from bild_exp.training.exit_loss import decoder_hidden_states, weighted_exit_loss
 
 VOCAB_SIZE = 64
@@ -209,3 +210,18 @@ def deep_decoder_t5(seed: int = 5) -> PreTrainedModel:
     model = T5ForConditionalGeneration(config).double().eval()
     model.generation_config.pad_token_id = 0
     return model
+
+
+def decode_with(
+    method: str, large, small, input_ids: torch.Tensor, max_new_tokens: int, **options
+) -> GenerationResult:
+    """``generate`` as the engine tests call it: each method gets only the models it uses
+    (``small`` for the small baseline, ``large`` for the single-model methods)."""
+    return generate(
+        method,
+        large=None if method == "small" else large,
+        small=None if method in ("large", "calm", "prompt_lookup") else small,
+        input_ids=input_ids,
+        max_new_tokens=max_new_tokens,
+        **options,
+    )

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from bild_exp.decoding.compiled import compile_settings, static_length
-from bild_exp.decoding.result import start_sequence
-from bild_exp.decoding.runner import DecoderRunner, TokenSequence
+from bild_exp.decoding.compiled import compile_settings
+from bild_exp.decoding.runner import DecoderRunner
+from bild_exp.decoding.sequence import TokenSequence, start_sequence
 from bild_exp.timing import synchronize, timed
 
 
@@ -42,7 +42,13 @@ def probe_length(
     """The sequence a measurement decodes (``positions`` after the prefix) and its static
     cache length (None on the eager path, ``mode`` None)."""
     sequence = start_sequence(model, input_ids, positions)
-    return sequence, static_length(sequence, mode is not None)
+    return sequence, sequence.buffer.shape[1] if mode is not None else None
+
+
+def new_runner(
+    model: PreTrainedModel, input_ids: torch.Tensor, static: int | None, mode: str | None
+) -> DecoderRunner:
+    return DecoderRunner(model, input_ids, static_length=static, compile_mode=mode)
 
 
 def encoder_times(
@@ -57,7 +63,7 @@ def encoder_times(
     device = input_ids.device
     with compile_settings(device, mode):
         return [
-            timed(lambda: DecoderRunner(model, input_ids, static_length=static), device)[1]
+            timed(lambda: new_runner(model, input_ids, static, mode), device)[1]
             for _ in range(repeats)
         ]
 
@@ -80,7 +86,7 @@ class CallProbe:
         self.device, self.mode = input_ids.device, mode
         self.sequence, static = probe_length(model, input_ids, cached_length + max_k + 1, mode)
         with compile_settings(self.device, mode):
-            self.runner = DecoderRunner(model, input_ids, static_length=static)
+            self.runner = new_runner(model, input_ids, static, mode)
         generator = torch.Generator().manual_seed(0)
         filler = torch.randint(
             3, model.config.vocab_size, (cached_length + max_k,), generator=generator
@@ -94,10 +100,12 @@ class CallProbe:
         """Seconds of ``repeats`` forwards over ``k`` tokens, after one untimed warm-up call."""
         view = self.sequence.view()[:, : self.cached_end + k]
         times = []
-        for _ in range(repeats + 1):
-            _, seconds = timed(lambda: self.runner.forward(view), self.device)
-            self.runner.truncate(self.cached_end)
-            times.append(seconds)
+        # inside the compile settings: a call that recompiles (a new shape) gets them too
+        with compile_settings(self.device, self.mode):
+            for _ in range(repeats + 1):
+                _, seconds = timed(lambda: self.runner.forward(view), self.device)
+                self.runner.truncate(self.cached_end)
+                times.append(seconds)
         return times[1:]
 
 

@@ -16,7 +16,7 @@ import torch
 from bild_exp.decoding import GenerationResult, generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.decoding.registry import methods_where, parameter_types
-from bild_exp.decoding.runner import StopStrings
+from bild_exp.decoding.sequence import StopStrings
 from bild_exp.harness.models import LoadedPair
 
 

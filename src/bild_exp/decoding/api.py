@@ -10,12 +10,13 @@ from transformers import PreTrainedModel
 
 from bild_exp.decoding.calm import check_calm_model
 from bild_exp.decoding.compiled import check_compilable, check_compile_mode, compile_settings
+from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import SamplingParams, check_int, invalid
 from bild_exp.decoding.registry import decode, methods_where, parse_params, spec_of
 from bild_exp.decoding.result import GenerationResult
-from bild_exp.decoding.runner import StopStrings
 from bild_exp.decoding.sampling import make_sampler
+from bild_exp.decoding.sequence import StopStrings
 from bild_exp.errors import InvalidParameterError
 
 ARCHITECTURES = ("seq2seq", "decoder-only")
@@ -185,14 +186,14 @@ def generate(
     )
     if stop_strings and tokenizer is None:
         raise invalid("tokenizer", None, "a tokenizer to find stop_strings in the output")
-    stops = StopStrings.of(stop_strings, tokenizer)
-    common = {
-        "sampler": sampler,
-        "max_new_tokens": max_new_tokens,
-        "use_cache": use_cache,
-        "stop_strings": stops,
-    }
+    context = DecodeContext(
+        sampler=sampler,
+        max_new_tokens=max_new_tokens,
+        use_cache=use_cache,
+        stop_strings=StopStrings.of(stop_strings, tokenizer),
+        compile_mode=compile_mode if compile else None,
+    )
     # any graph compiled during this call (first use, a longer example) gets the compiled
     # path's inductor settings, which must be set while dynamo traces (weight freezing)
-    with compile_settings(device, compile_mode if compile else None):
-        return decode(method, large, small, input_ids, method_params, compile=compile, **common)
+    with compile_settings(device, context.compile_mode):
+        return decode(method, large, small, input_ids, method_params, context)

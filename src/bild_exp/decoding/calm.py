@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.layers import (
     LLAMA_LAYOUT,
     T5_LAYOUT,
@@ -29,9 +30,8 @@ from bild_exp.decoding.layers import (
     layout_of,
 )
 from bild_exp.decoding.params import CalmParams
-from bild_exp.decoding.result import GenerationResult, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner, StopStrings
-from bild_exp.decoding.sampling import Sampler
+from bild_exp.decoding.result import GenerationResult, build_result
+from bild_exp.decoding.runner import DecoderRunner
 from bild_exp.errors import InvalidParameterError
 
 CALM_LAYOUTS = (T5_LAYOUT, LLAMA_LAYOUT)
@@ -219,19 +219,22 @@ class CalmRunner(DecoderRunner):
 def decode_calm(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
-    *,
     params: CalmParams,
-    sampler: Sampler,
-    max_new_tokens: int,
-    use_cache: bool = True,
-    stop_strings: StopStrings | None = None,
+    context: DecodeContext,
 ) -> GenerationResult:
     """Decode token by token with CALM's per-token early exit (batch size 1)."""
     check_calm_model(model)
-    sequence = start_sequence(model, input_ids, max_new_tokens, stop_strings)
-    runner = CalmRunner(model, input_ids, params, sequence.prefix_length, max_new_tokens, use_cache)
+    sequence = context.start(model, input_ids)
+    runner = CalmRunner(
+        model,
+        input_ids,
+        params,
+        sequence.prefix_length,
+        context.max_new_tokens,
+        context.use_cache,
+    )
     while not sequence.done:
-        token = sampler.choose(runner.forward(sequence.view())[-1])
+        token = context.sampler.choose(runner.forward(sequence.view())[-1])
         sequence.append(int(token), from_large=True)
     result = build_result(sequence, runner, None)
     # the depth each kept token was predicted at: the depth of the position before it

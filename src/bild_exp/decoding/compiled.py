@@ -27,9 +27,9 @@ Llama-style decoder-only models (Llama, Mistral, Qwen2/3, SmolLM2), T5/mT5 and B
 supported (:data:`COMPILED_MODEL_TYPES`). Other architectures (GPT-2, ...), CALM's
 per-layer exits, the early-exit small model's shared cache, HF assisted generation and
 prompt lookup are refused with one line (:func:`check_compilable`; the methods that compile
-are those the registry marks ``compilable``). Compiling raises dynamo's process-wide
-``recompile_limit`` to at least 64 (never lowers it): a decoder's graphs per cache size
-and step shape exceed the default of 8.
+are those the registry marks ``compilable``). Inside :func:`compile_settings` dynamo's
+``recompile_limit`` is at least 64 (a decoder's graphs per cache size and step shape
+exceed the default of 8); the process's setting is restored when the block ends.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -52,18 +51,13 @@ from bild_exp.errors import InvalidParameterError
 COMPILED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "t5", "mt5", "bart")
 CACHE_BUCKET = 128  # static caches hold a multiple of this many positions
 COMPILE_MODES = ("default", "max-autotune")
-# The mode runners started now compile with (set by compile_settings, e.g. in generate).
-_MODE: ContextVar[str] = ContextVar("bild_exp_compile_mode", default="default")
+# Room for graphs (and graph breaks) before dynamo gives up and runs a model eagerly.
+RECOMPILE_LIMIT = 64
 
 
 def bucketed(length: int) -> int:
     """``length`` rounded up to a multiple of :data:`CACHE_BUCKET`."""
     return -(-length // CACHE_BUCKET) * CACHE_BUCKET
-
-
-def static_length(sequence, compile: bool) -> int | None:
-    """Positions a static cache needs for ``sequence`` (its whole buffer), or None (eager)."""
-    return sequence.buffer.shape[1] if compile else None
 
 
 def check_compile_mode(mode: object, name: str = "compile_mode") -> str:
@@ -94,26 +88,26 @@ def inductor_options(device: torch.device, mode: str = "default") -> dict[str, o
 
 @contextmanager
 def compile_settings(device: torch.device, mode: str | None = "default") -> Iterator[None]:
-    """Compile with ``mode`` inside the block, e.g. a compiled ``generate``: the runners
-    started in it use that mode's graphs (:func:`compiled_model`), and inductor's settings
-    (:func:`inductor_options`) are set for any graph compiled in it. ``mode`` None (the
-    eager path): nothing changes.
+    """Inductor's settings for ``mode`` (:func:`inductor_options`) and room for a decoder's
+    graphs (:data:`RECOMPILE_LIMIT`) inside the block, e.g. a compiled ``generate``; both are
+    restored when it ends. ``mode`` None (the eager path): nothing changes.
 
     Set globally, not only passed to the backend: weight freezing decides at *tracing* time,
     in dynamo, whether parameters become graph constants; given only as options (to
     ``torch.compile`` or to ``compile_fx``) it is silently ignored and the graph takes the
     weights as inputs (checked in ``tests/test_compiled.py``)."""
+    import torch._dynamo.config
     import torch._inductor.config
 
     if mode is None:
         yield
         return
-    token = _MODE.set(check_compile_mode(mode))
-    try:
-        with torch._inductor.config.patch(inductor_options(device, mode)):
-            yield
-    finally:
-        _MODE.reset(token)
+    limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    with (
+        torch._inductor.config.patch(inductor_options(device, check_compile_mode(mode))),
+        torch._dynamo.config.patch(recompile_limit=limit),
+    ):
+        yield
 
 
 def weights_signature(model: PreTrainedModel) -> tuple[tuple[int, int], ...]:
@@ -305,22 +299,19 @@ _COMPILED: weakref.WeakKeyDictionary[PreTrainedModel, dict[str, CompiledModel]] 
 )
 
 
-def compiled_model(model: PreTrainedModel, length: int) -> CompiledModel:
-    """The model's :class:`CompiledModel` for the current compile mode (set by
-    :func:`compile_settings`; ``default`` otherwise) with room for ``length`` positions
-    (callers start each example with :meth:`CompiledModel.example_cache`).
+def compiled_model(model: PreTrainedModel, length: int, mode: str = "default") -> CompiledModel:
+    """The model's :class:`CompiledModel` for compile ``mode`` with room for ``length``
+    positions (callers start each example with :meth:`CompiledModel.example_cache`; call it
+    inside :func:`compile_settings` for that mode).
 
     The first use compiles (and warms up) the graphs; a longer example grows the cache to
     the next multiple of :data:`CACHE_BUCKET`, which recompiles once for the new shape.
     """
-    mode = _MODE.get()
     entries = _COMPILED.setdefault(model, {})
     entry = entries.get(mode)
     capacity = bucketed(length)
     weights = weights_signature(model)
     if entry is None or entry.weights != weights:  # new, or its weights changed since
-        # Room for graphs (and graph breaks) before dynamo gives up and runs eagerly.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         previous = entry
         entry = CompiledModel(
             model, capacity, static_cache(model, capacity), None, weights, mode=mode

@@ -19,9 +19,11 @@ import torch
 from transformers import PreTrainedModel, StoppingCriteriaList, StopStringCriteria
 
 from bild_exp.decoding.compiled import generation_cache, inductor_options
+from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.params import HfAssistedParams, PromptLookupParams, SamplingParams
-from bild_exp.decoding.result import GenerationResult, decoder_prefix
-from bild_exp.decoding.runner import StopStrings, empty_cache
+from bild_exp.decoding.result import GenerationResult
+from bild_exp.decoding.runner import empty_cache
+from bild_exp.decoding.sequence import StopStrings, decoder_prefix
 
 
 @contextmanager
@@ -59,10 +61,8 @@ def decode_hf_assisted(
     large: PreTrainedModel,
     small: PreTrainedModel,
     input_ids: torch.Tensor,
-    *,
     params: HfAssistedParams,
-    max_new_tokens: int,
-    stop_strings: StopStrings | None = None,
+    context: DecodeContext,
 ) -> GenerationResult:
     """Run ``large.generate(assistant_model=small, ...)`` on one example.
 
@@ -71,7 +71,12 @@ def decode_hf_assisted(
     """
     with assistant_config(small, params), count_forward_calls(small) as small_calls:
         result = hf_generate(
-            large, input_ids, params, max_new_tokens, stop_strings, assistant_model=small
+            large,
+            input_ids,
+            params,
+            context.max_new_tokens,
+            context.stop_strings,
+            assistant_model=small,
         )
     result.stats["n_small_calls"] = small_calls[0]
     return result
@@ -80,10 +85,8 @@ def decode_hf_assisted(
 def decode_prompt_lookup(
     large: PreTrainedModel,
     input_ids: torch.Tensor,
-    *,
     params: PromptLookupParams,
-    max_new_tokens: int,
-    stop_strings: StopStrings | None = None,
+    context: DecodeContext,
 ) -> GenerationResult:
     """Run ``large.generate(prompt_lookup_num_tokens=...)``: HF's prompt lookup decoding,
     the model-free draft-and-verify baseline (no small model)."""
@@ -91,8 +94,8 @@ def decode_prompt_lookup(
         large,
         input_ids,
         params,
-        max_new_tokens,
-        stop_strings,
+        context.max_new_tokens,
+        context.stop_strings,
         prompt_lookup_num_tokens=params.prompt_lookup_num_tokens,
         max_matching_ngram_size=params.max_matching_ngram_size,
     )

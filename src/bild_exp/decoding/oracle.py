@@ -5,34 +5,26 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from bild_exp.decoding.compiled import static_length
+from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import OracleParams
-from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
-from bild_exp.decoding.runner import StopStrings, runner_pair
-from bild_exp.decoding.sampling import Sampler
+from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result
 
 
 def decode_oracle(
     large: PreTrainedModel,
     small: PreTrainedModel | EarlyExit,
     input_ids: torch.Tensor,
-    *,
     params: OracleParams,
-    sampler: Sampler,
-    max_new_tokens: int,
-    use_cache: bool = True,
-    stop_strings: StopStrings | None = None,
-    compile: bool = False,
+    context: DecodeContext,
 ) -> GenerationResult:
     """Both models run at every step; y_S is replaced when ``p_L(y_S) < oracle_threshold``.
 
     ``stats["oracle_replaced_fraction"]`` is the fraction of kept tokens the large model replaced.
     """
-    sequence = start_sequence(large, input_ids, max_new_tokens, stop_strings)
-    large_runner, small_runner = runner_pair(
-        large, small, input_ids, use_cache, static_length=static_length(sequence, compile)
-    )
+    sampler = context.sampler
+    sequence = context.start(large, input_ids)
+    large_runner, small_runner = context.runners(large, small, input_ids, sequence)
     counters = PolicyCounters()
     while not sequence.done:
         small_logits = small_runner.forward(sequence.view())[-1]

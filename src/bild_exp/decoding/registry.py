@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from bild_exp.decoding.autoregressive import decode_autoregressive
 from bild_exp.decoding.bild import decode_bild
 from bild_exp.decoding.calm import decode_calm
+from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.hf_assisted import decode_hf_assisted, decode_prompt_lookup
 from bild_exp.decoding.oracle import decode_oracle
@@ -35,9 +36,12 @@ from bild_exp.decoding.result import GenerationResult
 from bild_exp.decoding.speculative import decode_speculative
 from bild_exp.errors import InvalidParameterError
 
-# decode(large, small, input_ids, params, *, sampler, max_new_tokens, use_cache,
-#        stop_strings, compile) -> GenerationResult: every method behind one signature
-Decode = Callable[..., GenerationResult]
+# decode(large, small, input_ids, params, context) -> GenerationResult: every method behind
+# one signature (a method without a small model, or without parameters, ignores them)
+Decode = Callable[
+    [PreTrainedModel | None, PreTrainedModel | EarlyExit | None, torch.Tensor, Any, DecodeContext],
+    GenerationResult,
+]
 
 
 @dataclass(frozen=True)
@@ -62,39 +66,21 @@ def _model(model: PreTrainedModel | EarlyExit) -> PreTrainedModel:
     return model.model if isinstance(model, EarlyExit) else model
 
 
-def _large(large, small, input_ids, params, **common) -> GenerationResult:
-    return decode_autoregressive(large, input_ids, is_large=True, **common)
+def _large(large, small, input_ids, params, context) -> GenerationResult:
+    return decode_autoregressive(large, input_ids, context, is_large=True)
 
 
-def _small(large, small, input_ids, params, **common) -> GenerationResult:
-    return decode_autoregressive(_model(small), input_ids, is_large=False, **common)
+def _small(large, small, input_ids, params, context) -> GenerationResult:
+    return decode_autoregressive(_model(small), input_ids, context, is_large=False)
 
 
-def _pair_method(function: Callable[..., GenerationResult]) -> Decode:
-    """BiLD, speculative, oracle: both models, the method's parameters, every setting."""
+def _without_small(function: Callable[..., GenerationResult]) -> Decode:
+    """CALM, prompt lookup: the large model only."""
 
-    def decode(large, small, input_ids, params, **common) -> GenerationResult:
-        return function(large, small, input_ids, params=params, **common)
+    def decode(large, small, input_ids, params, context) -> GenerationResult:
+        return function(large, input_ids, params, context)
 
     return decode
-
-
-def _calm(large, small, input_ids, params, *, compile: bool = False, **common):
-    return decode_calm(large, input_ids, params=params, **common)
-
-
-def _hf_settings(common: dict[str, Any]) -> dict[str, Any]:
-    """What Hugging Face's generate takes of the engine's settings (it samples and caches
-    on its own)."""
-    return {"max_new_tokens": common["max_new_tokens"], "stop_strings": common["stop_strings"]}
-
-
-def _hf_assisted(large, small, input_ids, params, **common) -> GenerationResult:
-    return decode_hf_assisted(large, small, input_ids, params=params, **_hf_settings(common))
-
-
-def _prompt_lookup(large, small, input_ids, params, **common) -> GenerationResult:
-    return decode_prompt_lookup(large, input_ids, params=params, **_hf_settings(common))
 
 
 SPECS: dict[str, MethodSpec] = {
@@ -112,7 +98,7 @@ SPECS: dict[str, MethodSpec] = {
         MethodSpec(
             "bild",
             BildParams,
-            _pair_method(decode_bild),
+            decode_bild,
             needs_small=True,
             early_exit_small=True,
             compilable=True,
@@ -120,7 +106,7 @@ SPECS: dict[str, MethodSpec] = {
         MethodSpec(
             "speculative",
             SpeculativeParams,
-            _pair_method(decode_speculative),
+            decode_speculative,
             needs_small=True,
             early_exit_small=True,
             compilable=True,
@@ -128,14 +114,14 @@ SPECS: dict[str, MethodSpec] = {
         MethodSpec(
             "oracle",
             OracleParams,
-            _pair_method(decode_oracle),
+            decode_oracle,
             needs_small=True,
             early_exit_small=True,
             compilable=True,
         ),
-        MethodSpec("hf_assisted", HfAssistedParams, _hf_assisted, needs_small=True),
-        MethodSpec("prompt_lookup", PromptLookupParams, _prompt_lookup),
-        MethodSpec("calm", CalmParams, _calm),
+        MethodSpec("hf_assisted", HfAssistedParams, decode_hf_assisted, needs_small=True),
+        MethodSpec("prompt_lookup", PromptLookupParams, _without_small(decode_prompt_lookup)),
+        MethodSpec("calm", CalmParams, _without_small(decode_calm)),
     )
 }
 METHODS = tuple(SPECS)
@@ -187,7 +173,7 @@ def decode(
     small: PreTrainedModel | EarlyExit | None,
     input_ids: torch.Tensor,
     params: SamplingParams,
-    **common: Any,
+    context: DecodeContext,
 ) -> GenerationResult:
     """Run a validated method."""
-    return SPECS[method].decode(large, small, input_ids, params, **common)
+    return SPECS[method].decode(large, small, input_ids, params, context)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from transformers import PreTrainedModel
-
-from bild_exp.decoding.runner import DecoderRunner, StopStrings, TokenSequence
+from bild_exp.decoding.runner import DecoderRunner
+from bild_exp.decoding.sequence import TokenSequence
 
 
 @dataclass
@@ -42,40 +40,6 @@ class PolicyCounters:
     accepted_lengths: list[int] = field(default_factory=list)
     # per large pass, how many draft tokens it checked (accepted_lengths[i] of them kept)
     drafted_lengths: list[int] = field(default_factory=list)
-
-
-def decoder_prefix(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
-    """``(1, L)`` the decoder's first input: the decoder start token, or the prompt."""
-    if not model.config.is_encoder_decoder:
-        return input_ids
-    start = model.generation_config.decoder_start_token_id
-    if start is None:
-        start = getattr(model.config, "decoder_start_token_id", None)
-    if start is None:
-        raise ValueError(f"{type(model).__name__} has no decoder_start_token_id in its config")
-    return torch.tensor([[start]], dtype=torch.long, device=input_ids.device)
-
-
-def eos_token_ids(model: PreTrainedModel) -> frozenset[int]:
-    """The token ids that end a sequence for this model (possibly none)."""
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        eos = getattr(model.config, "eos_token_id", None)
-    if eos is None:
-        return frozenset()
-    return frozenset([eos] if isinstance(eos, int) else eos)
-
-
-def start_sequence(
-    model: PreTrainedModel,
-    input_ids: torch.Tensor,
-    max_new_tokens: int,
-    stop_strings: StopStrings | None = None,
-) -> TokenSequence:
-    """A fresh sequence holding only the decoder prefix."""
-    return TokenSequence.start(
-        decoder_prefix(model, input_ids), max_new_tokens, eos_token_ids(model), stop_strings
-    )
 
 
 def build_result(

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from bild_exp.decoding.compiled import static_length
+from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.params import SpeculativeParams
 from bild_exp.decoding.policies import greedy_acceptance, speculative_acceptance
-from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result, start_sequence
-from bild_exp.decoding.runner import DecoderRunner, StopStrings, TokenSequence, runner_pair
+from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result
+from bild_exp.decoding.runner import DecoderRunner
 from bild_exp.decoding.sampling import Sampler
+from bild_exp.decoding.sequence import TokenSequence
 
 
 def draft(
@@ -72,19 +73,13 @@ def decode_speculative(
     large: PreTrainedModel,
     small: PreTrainedModel | EarlyExit,
     input_ids: torch.Tensor,
-    *,
     params: SpeculativeParams,
-    sampler: Sampler,
-    max_new_tokens: int,
-    use_cache: bool = True,
-    stop_strings: StopStrings | None = None,
-    compile: bool = False,
+    context: DecodeContext,
 ) -> GenerationResult:
     """Run speculative decoding on one example (batch size 1)."""
-    sequence = start_sequence(large, input_ids, max_new_tokens, stop_strings)
-    large_runner, small_runner = runner_pair(
-        large, small, input_ids, use_cache, static_length=static_length(sequence, compile)
-    )
+    sampler, max_new_tokens = context.sampler, context.max_new_tokens
+    sequence = context.start(large, input_ids)
+    large_runner, small_runner = context.runners(large, small, input_ids, sequence)
     counters = PolicyCounters()
     while not sequence.done:
         n_kept = sequence.n_generated

@@ -17,7 +17,7 @@ from bild_exp.data.prompts import encoder_input, prompt_input
 from bild_exp.data.tasks import Example, TaskSpec
 from bild_exp.decoding import generate
 from bild_exp.decoding.early_exit import EarlyExit
-from bild_exp.decoding.runner import StopStrings
+from bild_exp.decoding.sequence import StopStrings
 from bild_exp.flops import ModelShape, generation_cost
 from bild_exp.harness.models import LoadedPair
 from bild_exp.harness.plan import RunConfig

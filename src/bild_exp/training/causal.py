@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from bild_exp.data.prompts import PromptFormat, prompt_input
 from bild_exp.decoding.layers import decoder_depth, decoder_layers, exit_logits
-from bild_exp.decoding.runner import StopStrings
+from bild_exp.decoding.sequence import StopStrings
 from bild_exp.training.exit_loss import ExitLossTrainer
 
 IGNORE = -100
