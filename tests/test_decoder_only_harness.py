@@ -228,7 +228,8 @@ def test_compile_modes_never_share_a_results_folder(tiny_causal_pair, tmp_path):
         cfg = compose_sweep(causal_overrides(tiny_causal_pair, tmp_path, "method=demo", *extra))
         fingerprints.append(compatibility(cfg, task_from_config(cfg.task), device, []))
     assert len({str(sorted(f.items())) for f in fingerprints}) == 3
-    assert "engine_compile_mode" not in fingerprints[1]  # default-mode folders keep their key
+    modes = [fingerprint["engine_compile_mode"] for fingerprint in fingerprints]
+    assert modes == [None, "default", "max-autotune"]
 
 
 def test_humaneval_sweep_executes_every_answer_and_reports_pass_at_1(tiny_causal_pair, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from bild_exp.data.tasks import task_from_config
-from bild_exp.harness.fingerprint import compatibility, short_hash
+from bild_exp.harness.fingerprint import baselines_folder, compatibility
 from bild_exp.harness.models import resolve_device
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.settings import resolve_settings
@@ -55,9 +55,8 @@ def time_estimate(cfg: DictConfig, runs: list[RunConfig], n_calls: int) -> str:
     this device and libraries (the baselines folder this sweep would use); loads no model."""
     task = task_from_config(cfg.task)
     device = device_description(resolve_device(cfg.pair.device))
-    baselines = RecordStore(
-        Path(cfg.baselines_dir) / short_hash(compatibility(cfg, task, device, runs))
-    )
+    fingerprint = compatibility(cfg, task, device, runs)
+    baselines = RecordStore(baselines_folder(Path(cfg.baselines_dir), fingerprint, migrate=False))
     large = baselines.read(columns=["config_id", "example_id", "method", "latency_s", "n_tokens"])
     large = large[large["method"] == "large"] if len(large) else large
     if large.empty:

@@ -20,7 +20,7 @@ from bild_exp.errors import Interrupted
 from bild_exp.harness.checks import check_paper_device, engine_cpu_kernels
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
 from bild_exp.harness.execution import execute_records, execution_limits
-from bild_exp.harness.fingerprint import compatibility, dataset_fingerprint, short_hash
+from bild_exp.harness.fingerprint import baselines_folder, compatibility, dataset_fingerprint
 from bild_exp.harness.manifest import build_manifest, machine_load
 from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resolve_device
 from bild_exp.harness.placement import placed
@@ -137,7 +137,7 @@ def sweep_on_device(
     )
     store, baselines = (
         RecordStore(run_dir),
-        RecordStore(Path(cfg.baselines_dir) / short_hash(fingerprint)),
+        RecordStore(baselines_folder(Path(cfg.baselines_dir), fingerprint)),
     )
     store.check(fingerprint)  # before any model loads
     baselines.check(fingerprint)

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from bild_exp.errors import BildError
+from bild_exp.harness.fingerprint import migrate_fingerprint
 
 KEY = ["config_id", "example_id"]
 EXAMPLE_COLUMNS = ["source", "reference"]  # stored once per example in examples/
@@ -147,18 +148,24 @@ class RecordStore:
 
     def claim(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to mix records from an incompatible configuration into this folder; the
-        first claim writes the fingerprint."""
-        if not self.check(fingerprint):
-            atomic_write_json(self.directory / "compat.json", fingerprint)
+        first claim writes the fingerprint, and a claim of an older schema's folder rewrites
+        it in the current one."""
+        path = self.directory / "compat.json"
+        if not self.check(fingerprint) or self._stored(path) != fingerprint:
+            atomic_write_json(path, fingerprint)
+
+    @staticmethod
+    def _stored(path: Path) -> dict[str, Any]:
+        return read_json(
+            path, "restore it, or move the folder aside and rerun (its records are recomputed)"
+        )
 
     def check(self, fingerprint: dict[str, Any]) -> bool:
         """Raise if this folder holds another configuration's records; True if it has a
         fingerprint (False: a new folder)."""
         path = self.directory / "compat.json"
         if path.exists():
-            stored = read_json(
-                path, "restore it, or move the folder aside and rerun (its records are recomputed)"
-            )
+            stored = migrate_fingerprint(self._stored(path), path)
             differing = sorted(
                 k for k in stored.keys() | fingerprint.keys() if stored.get(k) != fingerprint.get(k)
             )
