@@ -75,3 +75,27 @@ def test_bad_execution_limits_are_refused_before_loading(tmp_path, override, mes
     with pytest.raises(InvalidParameterError, match=message):
         sweep.run(cfg)
     assert not any(tmp_path.iterdir())
+
+
+def test_completion_style_task_prompts_with_the_stub_and_scores_a_body():
+    """+task=humaneval_completion (base models): no chat, the stub is the prompt, the body
+    ends at the next top-level statement, and scoring completes the stub with it."""
+    from bild_exp.decoding.sequence import StopStrings
+
+    cfg = compose_sweep(["+task=humaneval_completion"])
+    task = task_from_config(cfg.task)
+    prompt_format = task.prompt_format()
+    assert (prompt_format.chat, prompt_format.template, prompt_format.response_prefix) == (
+        False,
+        "{source}",
+        "",
+    )
+    assert cfg.pair.name == "qwen2.5-coder_0.5b_1.5b" and task.metric == "pass_at_1"
+    example = load_examples(task, limit=1)[0]
+    stops = StopStrings.of(list(cfg.task.stop_strings), tokenizer=None)
+    generated = f"{example.target}\n\ndef unrelated():\n    pass\n"  # runs past the function
+    body = stops.cut(generated)
+    assert body.rstrip("\n") == example.target.rstrip("\n")  # cut before the new def
+    records = pd.DataFrame({"example_id": [example.id, example.id], "hypothesis": [body, "  x"]})
+    done = execute_records(records, {example.id: example}, "", Limits(timeout_s=5))
+    assert list(done["execution"]) == ["passed", "syntax_error"]
