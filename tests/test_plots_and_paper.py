@@ -197,3 +197,18 @@ def test_make_targets_plan_without_loading(target, capsys):
     for task in tasks.split(","):
         assert sweep.run(compose_sweep([f"+task={task}", *others])) is None
     assert capsys.readouterr().out.count("configurations:") == len(tasks.split(",")) >= 2
+
+
+@pytest.mark.parametrize("experiment", ["fig6", "fig8"])
+def test_figure_tables_carry_intervals(experiment, tmp_path):
+    """The figure experiments' tables (not only Table 1's) quote each speedup's interval:
+    rebuilt here from a copy of the committed demo folder."""
+    import shutil
+
+    folder = tmp_path / experiment
+    shutil.copytree(Path(__file__).parents[1] / "results" / "demo" / experiment, folder)
+    table = paper.compare(folder, experiment)
+    column = "speedup_ci" if experiment == "fig6" else "speedup_low"
+    assert column in table and table[column].notna().all()
+    if experiment == "fig6":
+        assert table["diff_vs_large_ci"].notna().all()

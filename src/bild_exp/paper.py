@@ -317,7 +317,7 @@ def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
                 *(["mean_exit_layer"] if experiment in ("fig6", "fig7") else []),
             ]
             frame = summary[[c for c in columns if c in summary]].assign(task=task, **device)
-            rows += frame.to_dict("records")
+            rows += [{**row, **intervals(summary.loc[index])} for index, row in frame.iterrows()]
         draw_figures(experiment, summary, quality, run_dir)
     return pd.DataFrame(rows)
 

@@ -272,7 +272,12 @@ def cost_rows(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
         chosen.append((f"{label}, {within}", by_id.loc[point["config_id"]]))
     rows = []
     for label, row in chosen:
-        entry = {"config": label, "speedup": row.get("speedup")}
+        entry = {
+            "config": label,
+            "speedup": row.get("speedup"),
+            "speedup_low": row.get("speedup_low"),
+            "speedup_high": row.get("speedup_high"),
+        }
         for column in COST_COLUMNS:
             entry[column] = row[column]
             entry[f"{column}_normalized"] = row[column] / vanilla[column]
