@@ -102,8 +102,7 @@ def test_resume_reads_only_the_configurations_own_parts(tmp_path, monkeypatch):
     for config_id in ("aaa", "bbb", "ccc"):
         store.append(rows(config_id, range(3)))
         store.append(rows(config_id, range(3, 5)))
-    legacy = tmp_path / "parts" / ("part-" + "f" * 32 + ".parquet")  # before names had configs
-    pd.DataFrame(rows("bbb", range(5, 6))).to_parquet(legacy, index=False)
+    store.append(rows("bbb", range(5, 6)))
     opened = []
     real_read_part = store_module.read_part
     monkeypatch.setattr(
@@ -112,7 +111,7 @@ def test_resume_reads_only_the_configurations_own_parts(tmp_path, monkeypatch):
         lambda path, columns: opened.append(path) or real_read_part(path, columns),
     )
     assert store.done_keys("bbb") == {("bbb", f"e{i}") for i in range(6)}
-    assert {part_config(p) for p in opened} == {"bbb", None}
+    assert {part_config(p) for p in opened} == {"bbb"}
     assert len(opened) == 3
     assert len(store.done_keys()) == 3 * 5 + 1
 
@@ -188,19 +187,30 @@ def test_a_reader_racing_a_compaction_lists_again(tmp_path, monkeypatch):
     assert raced
 
 
-def test_older_folders_with_sources_in_records_still_read(tmp_path):
+def test_schema_1_records_migrate_once_when_a_sweep_claims_the_folder(tmp_path):
+    """A schema-1 folder (parts not named by configuration, sources in every record) is
+    rewritten at claim: per-configuration parts, sources in examples/, nothing lost."""
+    import json
+
+    from bild_exp.harness.fingerprint import migrate_fingerprint
+
     store = RecordStore(tmp_path)
-    legacy = pd.DataFrame(rows("aaa", range(2), source="old source", reference="old ref"))
     (tmp_path / "parts").mkdir()
-    legacy.to_parquet(tmp_path / "parts" / ("part-" + "0" * 32 + ".parquet"), index=False)
-    store.append(rows("bbb", range(2)))
-    store.save_examples(
-        [{"example_id": f"e{i}", "source": f"s{i}", "reference": f"r{i}"} for i in range(2)]
+    legacy = pd.DataFrame(
+        rows("aaa", range(2), source="s", reference="r")
+        + rows("bbb", range(2), source="s", reference="r")
     )
+    legacy.to_parquet(tmp_path / "parts" / ("part-" + "0" * 32 + ".parquet"), index=False)
+    version_1 = {"task": "demo", "large": "l"}
+    (tmp_path / "compat.json").write_text(json.dumps(version_1))
+    store.claim(migrate_fingerprint(version_1))
+    assert sorted(part_config(path) for path in store.part_files()) == ["aaa", "bbb"]
+    assert json.loads((tmp_path / "compat.json").read_text())["schema"] == 2
     frame = sorted_records(store.read())
-    assert list(frame["source"]) == ["old source", "old source", "s0", "s1"]
-    assert list(frame["reference"]) == ["old ref", "old ref", "r0", "r1"]
-    assert list(frame.columns[:4]) == ["config_id", "example_id", "source", "reference"]
+    assert len(frame) == 4 and set(frame["source"]) == {"s"} and set(frame["reference"]) == {"r"}
+    assert "source" not in store.read_records().columns  # moved out of the records
+    assert store.done_keys("bbb") == {("bbb", "e0"), ("bbb", "e1")}
+    assert store.migrate_records() == 0  # once
 
 
 def test_same_slice_saved_twice_is_one_file(tmp_path):

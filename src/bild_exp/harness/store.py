@@ -33,7 +33,8 @@ from bild_exp.harness.fingerprint import migrate_fingerprint
 
 KEY = ["config_id", "example_id"]
 EXAMPLE_COLUMNS = ["source", "reference"]  # stored once per example in examples/
-# part-<config_id>-<uuid>.parquet; older folders hold part-<uuid>.parquet (any configuration)
+# part-<config_id>-<uuid>.parquet (schema-1 folders also hold part-<uuid>.parquet, any
+# configuration, with sources in the records: migrate_records rewrites them)
 CONFIG_PART = re.compile(r"part-(?P<config_id>[^-]+)-[0-9a-f]{32}\.parquet")
 READ_RETRIES = 5  # a concurrent compaction may delete a listed part before it is read
 
@@ -151,8 +152,38 @@ class RecordStore:
         first claim writes the fingerprint, and a claim of an older schema's folder rewrites
         it in the current one."""
         path = self.directory / "compat.json"
-        if not self.check(fingerprint) or self._stored(path) != fingerprint:
+        if not self.check(fingerprint):
             atomic_write_json(path, fingerprint)
+        elif self._stored(path) != fingerprint:  # an older schema's folder: migrate it once
+            self.migrate_records()
+            atomic_write_json(path, fingerprint)
+
+    def migrate_records(self) -> int:
+        """Rewrite a schema-1 folder's records in the current layout: each part not named
+        by its configuration is split into per-configuration parts, and the sources and
+        references its records hold move to ``examples/``. The new parts are written (by
+        rename) before the old one is deleted: a kill in between leaves duplicates of
+        identical rows, which reading drops. Returns the number of parts rewritten."""
+        old_parts = [path for path in parquet_files(self.parts_dir) if part_config(path) is None]
+        for path in old_parts:
+            frame = read_part(path, None)
+            held = [column for column in EXAMPLE_COLUMNS if column in frame]
+            if held:
+                examples = frame.drop_duplicates("example_id")
+                self.save_examples(
+                    [
+                        {
+                            "example_id": row["example_id"],
+                            **{c: row.get(c) for c in EXAMPLE_COLUMNS},
+                        }
+                        for _, row in examples.iterrows()
+                    ]
+                )
+                frame = frame.drop(columns=held)
+            for config_id, records in frame.groupby("config_id", sort=False):
+                self.write_part(str(config_id), records)
+            path.unlink()
+        return len(old_parts)
 
     @staticmethod
     def _stored(path: Path) -> dict[str, Any]:
@@ -195,12 +226,11 @@ class RecordStore:
         return file_lock(self.directory / "locks" / f"{config_id}.lock", wait)
 
     def part_files(self, config_id: str | None = None) -> list[Path]:
-        """Every part, or those that can hold ``config_id``'s records (its own and any
-        part written before parts were named by configuration)."""
+        """Every part, or ``config_id``'s own."""
         files = parquet_files(self.parts_dir)
         if config_id is None:
             return files
-        return [path for path in files if part_config(path) in (config_id, None)]
+        return [path for path in files if part_config(path) == config_id]
 
     def save_examples(self, examples: list[dict[str, str]]) -> None:
         """Store ``{"example_id", "source", "reference"}`` rows once: the file is named by
@@ -296,7 +326,7 @@ def parquet_files(directory: Path) -> list[Path]:
 
 
 def part_config(path: Path) -> str | None:
-    """The configuration a part belongs to (None: an older part, any configuration)."""
+    """The configuration a part belongs to (None: a schema-1 part, any configuration)."""
     match = CONFIG_PART.fullmatch(path.name)
     return match["config_id"] if match else None
 
@@ -304,15 +334,10 @@ def part_config(path: Path) -> str | None:
 def with_examples(
     records: pd.DataFrame, examples: pd.DataFrame, columns: list[str]
 ) -> pd.DataFrame:
-    """Records with their examples' ``columns``, placed after ``example_id``; values a
-    record holds itself (older folders stored them in every record) are kept."""
+    """Records with their examples' ``columns``, placed after ``example_id``."""
     records = records.copy()
     for column in columns:
-        looked_up = records["example_id"].map(examples[column]) if len(examples) else None
-        if column in records and looked_up is not None:
-            records[column] = records[column].where(records[column].notna(), looked_up)
-        elif column not in records:
-            records[column] = looked_up
+        records[column] = records["example_id"].map(examples[column]) if len(examples) else None
     if "example_id" in records:
         order = list(records.columns)
         for column in columns:
