@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bild_exp.decoding import GenerationResult, generate
+from bild_exp.decoding import GenerationResult
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.decoding.registry import methods_where, parameter_types
 from bild_exp.decoding.sequence import StopStrings
@@ -44,19 +44,14 @@ class Contender:
             return hf_generate(
                 pair.large, input_ids, max_new_tokens, stops, self.compile, self.compile_mode
             )
-        small = pair.smalls.get(self.small_variant)
-        large = None if self.method == "small" else pair.large
-        return generate(
+        return pair.decode(
             self.method,
-            large=large,
-            small=small,
-            input_ids=input_ids,
-            max_new_tokens=max_new_tokens,
-            stop_strings=stop_strings,
-            tokenizer=pair.tokenizer,
-            compile=self.compile,
-            compile_mode=self.compile_mode,
-            **self.params,
+            self.small_variant,
+            self.params,
+            input_ids,
+            max_new_tokens,
+            stop_strings,
+            self.compile_mode if self.compile else None,
         )
 
 

@@ -15,7 +15,6 @@ import torch
 
 from bild_exp.data.prompts import encoder_input, prompt_input
 from bild_exp.data.tasks import Example, TaskSpec
-from bild_exp.decoding import generate
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.sequence import StopStrings
 from bild_exp.flops import ModelShape, generation_cost
@@ -103,18 +102,14 @@ def decode_once(
 ):
     """One example decoded by ``run`` (``compile_mode``: None for the eager engine, else
     the compiled path in that mode)."""
-    large, small = pair.models_for(run.method, run.small_variant)
-    return generate(
+    return pair.decode(
         run.method,
-        large=large,
-        small=small,
-        input_ids=input_ids,
-        max_new_tokens=max_new_tokens,
-        stop_strings=stop_strings,
-        tokenizer=pair.tokenizer,
-        compile=compile_mode is not None,
-        compile_mode=compile_mode or "default",
-        **run.params,
+        run.small_variant,
+        run.params,
+        input_ids,
+        max_new_tokens,
+        stop_strings,
+        compile_mode,
     )
 
 

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from bild_exp.data.tasks import resolve_path
-from bild_exp.decoding import check_pair
+from bild_exp.decoding import GenerationResult, check_pair, generate
 from bild_exp.decoding.api import ARCHITECTURES
 from bild_exp.decoding.cpu_kernels import prepack_models
 from bild_exp.decoding.early_exit import EarlyExit
@@ -114,6 +114,32 @@ class LoadedPair:
         single = method == "large" or small_variant == "-"  # e.g. prompt lookup: no small
         small = None if single else self.smalls[small_variant]
         return large, small
+
+    def decode(
+        self,
+        method: str,
+        small_variant: str,
+        params: dict[str, Any],
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        stop_strings: list[str] | None = None,
+        compile_mode: str | None = None,
+    ) -> GenerationResult:
+        """One example decoded by ``method`` with this pair's models and tokenizer
+        (``compile_mode``: None for the eager engine, else the compiled path in that mode)."""
+        large, small = self.models_for(method, small_variant)
+        return generate(
+            method,
+            large=large,
+            small=small,
+            input_ids=input_ids,
+            max_new_tokens=max_new_tokens,
+            stop_strings=stop_strings,
+            tokenizer=self.tokenizer,
+            compile=compile_mode is not None,
+            compile_mode=compile_mode or "default",
+            **params,
+        )
 
 
 SMALL_CHECKPOINTS = {"base": "small", "aligned": "small_aligned"}

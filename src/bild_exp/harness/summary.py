@@ -32,6 +32,15 @@ def sampling_key(row: pd.Series | dict[str, Any]) -> tuple:
     return tuple(None if pd.isna(row[c]) else row[c] for c in SAMPLING_COLUMNS)
 
 
+def metric_options(scoring: dict[str, Any]) -> dict[str, Any]:
+    """The metric settings of ``scoring`` (``scoring`` in conf/sweep.yaml; the metrics'
+    own defaults where a caller such as the bench passes fewer keys)."""
+    return {
+        "bleu_tokenize": scoring.get("bleu_tokenize", "13a"),
+        "rouge_stemmer": scoring.get("rouge_stemmer", True),
+    }
+
+
 def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) -> dict[str, Any]:
     """Quality, latency and policy rates of one configuration over its examples."""
     first = group.iloc[0]
@@ -48,8 +57,7 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
                 metric,
                 list(group["scored_hypothesis"]),
                 list(group["scored_reference"]),
-                scoring.get("bleu_tokenize", "13a"),
-                scoring.get("rouge_stemmer", True),
+                **metric_options(scoring),
             )
         )
     row.update(
@@ -134,8 +142,7 @@ def quality_statistics(
         list(group["scored_hypothesis"]) if metric != "pass_at_1" else [],
         list(group["scored_reference"]) if metric != "pass_at_1" else [],
         passed=list(group["passed"]) if metric == "pass_at_1" else None,
-        bleu_tokenize=scoring.get("bleu_tokenize", "13a"),
-        rouge_stemmer=scoring.get("rouge_stemmer", True),
+        **metric_options(scoring),
     )
 
 
@@ -402,8 +409,7 @@ def add_agreement(
             agreement_metric,
             list(joined["hypothesis"]),
             list(joined["hypothesis_large"]),
-            scoring.get("bleu_tokenize", "13a"),
-            scoring.get("rouge_stemmer", True),
+            **metric_options(scoring),
         )
         values.append(scores[name])
     summary = summary.copy()
