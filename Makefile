@@ -49,7 +49,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-synopsis humaneval demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit
+.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ demo-models: setup ## Train the demo tokenizer, large, small and aligned small m
 
 demo: setup ## The main job: Qwen2.5-Coder 0.5B drafting for 1.5B on a HumanEval subset, offline, scored by running the tests
 	$(PY) -m bild_exp.sweep +task=humaneval grid=humaneval_demo experiment_name=demo data.example_ids=$(HUMANEVAL_DEMO_IDS) data.limit=$(or $(LIMIT),null) data.warmup=1 data.warmup_max_new_tokens=16 logger.mode=offline $(DRY_FLAG) $(EXTRA)
+
+demo-compiled: setup ## make demo's pair and problems on the compiled path (vanilla large, BiLD, speculative): compile time and peak memory in the manifest
+	$(PY) -m bild_exp.sweep +task=humaneval grid=humaneval_demo method=vs_speculative engine.compile=true experiment_name=demo-compiled data.example_ids=$(HUMANEVAL_DEMO_IDS) data.limit=$(or $(LIMIT),null) data.warmup=1 logger=none $(DRY_FLAG) $(EXTRA)
 
 humaneval: setup ## All 164 HumanEval problems on the Qwen2.5-Coder pair, every method (many CPU hours; resumable: rerun to continue)
 	$(PY) -m bild_exp.sweep +task=humaneval experiment_name=humaneval data.limit=$(or $(LIMIT),null) logger.mode=offline $(DRY_FLAG) $(EXTRA)

@@ -50,14 +50,24 @@ def test_groups_are_not_empty():
     }
 
 
+def task_file(name: str):
+    """A task file's ``task``, merged over the task files it lists in its defaults."""
+    data = OmegaConf.load(CONF / "task" / f"{name}.yaml")
+    parents = [entry for entry in data.get("defaults", []) if entry in entries("task")]
+    task = OmegaConf.create()
+    for parent in parents:
+        task = OmegaConf.merge(task, task_file(parent))
+    return OmegaConf.merge(task, data.task)
+
+
 @pytest.mark.parametrize("task", [t for t in entries("task") if t != "custom"])
 def test_every_task_composes_and_plans(task):
     cfg = sweep_cfg(f"+task={task}")
     spec = task_from_config(cfg.task)
     assert spec.name == task
-    # The task file is the whole task: nothing leaks in from another task.
-    file_task = OmegaConf.load(CONF / "task" / f"{task}.yaml").task
-    assert OmegaConf.to_container(cfg.task) == OmegaConf.to_container(file_task)
+    # The task file (over the task it extends, if any) is the whole task: nothing leaks in
+    # from another task.
+    assert OmegaConf.to_container(cfg.task) == OmegaConf.to_container(task_file(task))
     assert plan_runs(cfg)
 
 

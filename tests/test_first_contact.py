@@ -254,7 +254,17 @@ def test_lock_of_a_killed_owner_is_taken_over(tmp_path):
 
 # 6. Every make target that runs a sweep honours DRY_RUN=1 and LIMIT=.
 
-SWEEP_TARGETS = ["demo", "demo-mt", "bench", "bench-mt", *paper.EXPERIMENTS, "demo-figures"]
+SWEEP_TARGETS = [
+    "demo",
+    "demo-compiled",
+    "demo-synopsis",
+    "demo-mt",
+    "humaneval",
+    "bench",
+    "bench-mt",
+    *paper.EXPERIMENTS,
+    "demo-figures",
+]
 
 
 @pytest.mark.parametrize("target", SWEEP_TARGETS)

@@ -53,11 +53,14 @@ def test_second_run_skips_everything_done(tiny_assets, tmp_path):
     parts_before = sorted((first.run_dir / "parts").glob("*.parquet"))
     load = json.loads((first.run_dir / "manifest.json").read_text())["machine_load"]
     assert load["cores"] >= 1 and len(load["before"]) == 3
+    peak = json.loads((first.run_dir / "manifest.json").read_text())["peak_memory_gb"]
+    assert 0.05 < peak["host_rss"] < 24  # a process with torch loaded, on this machine
     second = sweep.run(compose_sweep(overrides))
     assert sorted((second.run_dir / "parts").glob("*.parquet")) == parts_before
     pd.testing.assert_frame_equal(first.records, second.records)
     # nothing was timed again: the manifest keeps the load of the run that timed the records
-    assert json.loads((second.run_dir / "manifest.json").read_text())["machine_load"] == load
+    second_manifest = json.loads((second.run_dir / "manifest.json").read_text())
+    assert second_manifest["machine_load"] == load and second_manifest["peak_memory_gb"] == peak
 
 
 def test_incompatible_results_folder_is_refused(tiny_assets, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import subprocess
+import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -62,6 +63,22 @@ def build_manifest(
         **n_skipped,
         "n_truncated_sources": sum(item.truncated for item in items),
     }
+
+
+def peak_memory_gb() -> dict[str, float]:
+    """The most memory this process has held so far, in GB: resident host memory (the
+    models, their caches and everything a sweep holds) and, on CUDA, torch's peak
+    allocation; recorded so a sweep's memory need is stated, not guessed."""
+    import resource
+
+    import torch
+
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    bytes_per_unit = 1 if sys.platform == "darwin" else 1024  # macOS: bytes; Linux: KiB
+    peak = {"host_rss": round(max_rss * bytes_per_unit / 1e9, 2)}
+    if torch.cuda.is_available():
+        peak["cuda_allocated"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+    return peak
 
 
 def machine_load() -> list[float] | None:

@@ -21,7 +21,7 @@ from bild_exp.harness.checks import check_paper_device, engine_cpu_kernels
 from bild_exp.harness.execute import EncodedExample, encode, execute_run
 from bild_exp.harness.execution import execute_records, execution_limits
 from bild_exp.harness.fingerprint import baselines_folder, compatibility, dataset_fingerprint
-from bild_exp.harness.manifest import build_manifest, machine_load
+from bild_exp.harness.manifest import build_manifest, machine_load, peak_memory_gb
 from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resolve_device
 from bild_exp.harness.placement import placed
 from bild_exp.harness.plan import RunConfig
@@ -177,11 +177,14 @@ def sweep_on_device(
     )
     manifest["cpu_kernels"] = kernels
     computed = len(store.done_keys()) + len(baselines.done_keys()) > n_done
+    # a rerun that timed nothing keeps the load and memory of the run that did
+    previous = previous_manifest(run_dir)
     manifest["machine_load"] = (
         {"cores": os.cpu_count(), "before": load_before, "after": machine_load()}
-        if computed  # a rerun that timed nothing keeps the load of the run that did
-        else previous_machine_load(run_dir)
+        if computed
+        else previous.get("machine_load")
     )
+    manifest["peak_memory_gb"] = peak_memory_gb() if computed else previous.get("peak_memory_gb")
     if settings.decode.compile_mode is not None:  # kept out of every timed example: here
         manifest["compile"] = compile_report(pair)
     record_dirs = store.data_dirs + baselines.data_dirs
@@ -195,12 +198,12 @@ def sweep_on_device(
     return SweepOutcome(run_dir, records, summary, points)
 
 
-def previous_machine_load(run_dir: Path) -> dict[str, Any] | None:
-    """The load recorded by the run that timed this folder's records (None if unknown)."""
+def previous_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of the run that timed this folder's records (empty if none)."""
     path = run_dir / "manifest.json"
     if not path.exists():
-        return None
-    return read_json(path, "delete it; the next sweep rewrites it").get("machine_load")
+        return {}
+    return read_json(path, "delete it; the next sweep rewrites it")
 
 
 def execute_all(
