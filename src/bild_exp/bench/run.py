@@ -225,7 +225,7 @@ def run(cfg: DictConfig) -> Path:
     metric, quality = task.metric, quality_column(task.metric, task.extra.get("quality"))
     check_settings(cfg)
     check_bench_settings(bench)
-    compile_mode = check_compile_mode(bench.get("compile_mode", "default"), "bench.compile_mode")
+    compile_mode = check_compile_mode(bench.compile_mode, "bench.compile_mode")
     runs = plan_runs(cfg)
     if cfg.dry_run:
         print_plan(cfg, runs)
@@ -235,7 +235,7 @@ def run(cfg: DictConfig) -> Path:
     chosen, notes = contenders(
         selection.summary, quality, list(bench.tolerances), bench.hf_confidence_threshold
     )
-    compiled = bool(bench.get("compiled", False))
+    compiled = bool(bench.compiled)
     if compiled:  # compiled twins, and the compile report
         chosen = with_compiled_twins(chosen, compile_mode)
     pair = load_pair(cfg.pair, ["base", "aligned"])
@@ -246,7 +246,7 @@ def run(cfg: DictConfig) -> Path:
     # per-call times of the eager path, the twins' compile mode and the default one
     modes = tuple(dict.fromkeys(["default", compile_mode])) if compiled else ()
     by_path = measure_pair_call_times(
-        pair, records, items[0], bench.call_repeats, bench.get("call_rounds", 1), modes
+        pair, records, items[0], bench.call_repeats, bench.call_rounds, modes
     )
     times, compiled_times = by_path[None], by_path.get(compile_mode)
     twins = {c.name for c in chosen if c.compile}

@@ -31,7 +31,7 @@ def check_settings(cfg: DictConfig) -> None:
         1,
         "null (the task's limit)",
     )
-    check_stats(cfg.get("stats") or {})
+    check_stats(cfg.stats)
     check_integer(
         "scoring.truncate_references",
         cfg.scoring.get("truncate_references"),
@@ -62,11 +62,12 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def check_stats(settings: Any) -> None:
-    """``stats``: bootstrap resamples, their seed, the interval's confidence level."""
-    check_integer("stats.bootstrap", settings.get("bootstrap", 1000), 1)
-    check_integer("stats.randomizations", settings.get("randomizations", 10_000), 1)
-    check_integer("stats.seed", settings.get("seed", 0), 0)
-    confidence = settings.get("confidence", 0.95)
+    """``stats`` (conf/sweep.yaml holds the defaults): bootstrap resamples, their seed, the
+    interval's confidence level."""
+    check_integer("stats.bootstrap", settings.bootstrap, 1)
+    check_integer("stats.randomizations", settings.randomizations, 1)
+    check_integer("stats.seed", settings.seed, 0)
+    confidence = settings.confidence
     if (
         isinstance(confidence, bool)
         or not isinstance(confidence, float | int)
@@ -101,21 +102,20 @@ def check_paper_device(cfg: DictConfig, task: TaskSpec, device: Any) -> None:
 def engine_cpu_kernels(cfg: DictConfig) -> str:
     """``engine.cpu_kernels`` resolved for the pair's device and dtype: ``plain`` or
     ``prepacked`` (:func:`bild_exp.decoding.cpu_kernels.resolve_cpu_kernels`)."""
-    engine = cfg.get("engine") or {}
     dtype = getattr(torch, str(cfg.pair.dtype), None)
     device = resolve_device(cfg.pair.device)
-    return resolve_cpu_kernels(engine.get("cpu_kernels", "auto"), device, dtype)
+    return resolve_cpu_kernels(cfg.engine.cpu_kernels, device, dtype)
 
 
 def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
     """``engine.compile=true`` with a run the compiled path cannot take: one line, before
     any model loads (the models' own types are checked by the engine at the first call)."""
-    compile = (cfg.get("engine") or {}).get("compile", False)
+    compile = cfg.engine.compile
     if not isinstance(compile, bool):
         raise InvalidParameterError(
             f"engine.compile={compile!r} is invalid: accepted true or false"
         )
-    mode = (cfg.get("engine") or {}).get("compile_mode", "default")
+    mode = cfg.engine.compile_mode
     check_compile_mode(mode, "engine.compile_mode")
     engine_cpu_kernels(cfg)
     if mode != "default" and not compile:

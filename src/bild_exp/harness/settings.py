@@ -29,9 +29,9 @@ class SweepSettings:
 
 
 def engine_compile(cfg: DictConfig) -> str | None:
-    """The compile mode of ``engine.compile=true`` (``engine.compile_mode``), else None."""
-    engine = cfg.get("engine") or {}
-    return engine.get("compile_mode", "default") if engine.get("compile", False) else None
+    """The compile mode of ``engine.compile=true`` (``engine.compile_mode``), else None
+    (``engine`` in conf/sweep.yaml holds the defaults)."""
+    return cfg.engine.compile_mode if cfg.engine.compile else None
 
 
 def resolve_settings(cfg: DictConfig) -> SweepSettings:
