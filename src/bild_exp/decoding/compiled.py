@@ -96,17 +96,27 @@ def compile_settings(device: torch.device, mode: str | None = "default") -> Iter
     in dynamo, whether parameters become graph constants; given only as options (to
     ``torch.compile`` or to ``compile_fx``) it is silently ignored and the graph takes the
     weights as inputs (checked in ``tests/test_compiled.py``)."""
-    import torch._dynamo.config
     import torch._inductor.config
 
     if mode is None:
         yield
         return
-    limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     with (
         torch._inductor.config.patch(inductor_options(device, check_compile_mode(mode))),
-        torch._dynamo.config.patch(recompile_limit=limit),
+        recompile_room(),
     ):
+        yield
+
+
+@contextmanager
+def recompile_room() -> Iterator[None]:
+    """Dynamo's ``recompile_limit`` at least :data:`RECOMPILE_LIMIT` inside the block (never
+    lowered), restored after it: the engine's compiled path and HF ``generate``'s compiled
+    baseline both compile more graphs per model than the default 8 allows."""
+    import torch._dynamo.config
+
+    limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    with torch._dynamo.config.patch(recompile_limit=limit):
         yield
 
 

@@ -10,6 +10,7 @@ forward calls of each model are counted with hooks.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, StoppingCriteriaList, StopStringCriteria
 
-from bild_exp.decoding.compiled import generation_cache, inductor_options
+from bild_exp.decoding.compiled import generation_cache, inductor_options, recompile_room
 from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.params import HfAssistedParams, PromptLookupParams, SamplingParams
 from bild_exp.decoding.result import GenerationResult
@@ -165,16 +166,17 @@ def hf_greedy_tokens(
         if compiled
         else {"cache": empty_cache(model)}
     )
-    tokens = model.generate(
-        input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens if exact_length else None,
-        **cache,
-        **stop_kwargs(stop_strings),
-    )[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
+    with recompile_room() if compiled else contextlib.nullcontext():
+        tokens = model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens if exact_length else None,
+            **cache,
+            **stop_kwargs(stop_strings),
+        )[0, decoder_prefix(model, input_ids).shape[1] :].tolist()
     return clip_at_stop(tokens, stop_strings)
 
 
