@@ -83,6 +83,8 @@ def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path, compile_mod
     ):
         assert column in table
     report = (output_dir / "bench.md").read_text()
+    # the contenders run on the sweeps' kernels (engine.cpu_kernels: auto, float32 on a CPU)
+    assert "prepacked CPU kernels (engine.cpu_kernels)" in report
     for heading in (
         "Machine:",
         "Operating-point selection",

@@ -32,7 +32,7 @@ from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness import stats
-from bild_exp.harness.checks import check_integer, check_settings
+from bild_exp.harness.checks import check_integer, check_settings, engine_cpu_kernels
 from bild_exp.harness.dry_run import print_plan
 from bild_exp.harness.execute import EncodedExample, encode, output_text
 from bild_exp.harness.metrics import score
@@ -238,7 +238,8 @@ def run(cfg: DictConfig) -> Path:
     compiled = bool(bench.compiled)
     if compiled:  # compiled twins, and the compile report
         chosen = with_compiled_twins(chosen, compile_mode)
-    pair = load_pair(cfg.pair, ["base", "aligned"])
+    # the same kernels as the sweeps' (engine.cpu_kernels), for every contender alike
+    pair = load_pair(cfg.pair, ["base", "aligned"], cpu_kernels=engine_cpu_kernels(cfg))
     examples = load_examples(task, bench.split, bench.n_examples)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     max_new_tokens = resolve_settings(cfg).decode.max_new_tokens
@@ -399,7 +400,8 @@ def write_report(
         "# Benchmark",
         "",
         f"Machine: {device['device_name']} ({device['device']}, {device['cpu_threads']} threads), "
-        f"torch {device['torch']}, transformers {device['transformers']}. Batch 1, greedy, "
+        f"torch {device['torch']}, transformers {device['transformers']}, "
+        f"{pair.cpu_kernels} CPU kernels (engine.cpu_kernels). Batch 1, greedy, "
         f"{bench.n_examples} examples of the {bench.split} split, methods interleaved per example; "
         "operating points chosen on the validation split. Speedup = vanilla large (engine) total latency / "
         "method total latency; quality_diff = method - vanilla large (engine); CIs: paired "

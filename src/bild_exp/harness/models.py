@@ -103,6 +103,7 @@ class LoadedPair:
     smalls: dict[str, PreTrainedModel | EarlyExit] = field(default_factory=dict)  # by variant
     device: torch.device = torch.device("cpu")
     calm: PreTrainedModel | None = None  # CALM's own model (pair.calm_model), else the large one
+    cpu_kernels: str = "plain"  # the linear layers' kernels (engine.cpu_kernels, resolved)
 
     def models_for(
         self, method: str, small_variant: str
@@ -233,4 +234,11 @@ def load_pair(
         check_pair(large, calm, pair_cfg.architecture)
     if cpu_kernels == "prepacked":
         prepack_models([large, *smalls.values(), calm])
-    return LoadedPair(tokenizer=tokenizer, large=large, smalls=smalls, device=device, calm=calm)
+    return LoadedPair(
+        tokenizer=tokenizer,
+        large=large,
+        smalls=smalls,
+        device=device,
+        calm=calm,
+        cpu_kernels=cpu_kernels,
+    )
