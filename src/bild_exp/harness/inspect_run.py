@@ -20,6 +20,7 @@ from bild_exp.decoding.registry import parameter_types
 from bild_exp.harness.execute import EncodedExample, decode_once, encode, output_text, record
 from bild_exp.harness.models import load_pair
 from bild_exp.harness.plan import PARAM_COLUMNS, RunConfig
+from bild_exp.harness.settings import resolve_settings
 from bild_exp.harness.store import RecordStore
 
 INTEGER_PARAMS = tuple(name for name, kind in parameter_types().items() if kind is int)
@@ -41,14 +42,16 @@ def decode_bild_example(run_dir: Path, n_candidates: int) -> pd.Series:
         raise DataError(f"run folder {str(run_dir)!r} has no BiLD configuration in summary.csv")
     best = bild.sort_values("speedup", ascending=False).iloc[0]
     run = RunConfig(best["study"], "bild", best["small_variant"], row_params(best))
-    config = json.loads((run_dir / "manifest.json").read_text())["config"]
-    task = task_from_config(config["task"])
-    pair = load_pair(OmegaConf.create(config["pair"]), [run.small_variant])
-    split = config["data"]["split"] or task.split
-    examples = load_examples(task, split, n_candidates)
-    items = encode(examples, pair.tokenizer, task, pair.device, config["pair"]["architecture"])
-    max_new_tokens = config["max_new_tokens"] or task.max_new_tokens
-    rows = [decode_row(run, pair, item, max_new_tokens, task.stop_strings) for item in items]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    config = OmegaConf.create(manifest["config"])
+    task, settings = task_from_config(config.task), resolve_settings(config)
+    # the kernels the run's records were decoded with (folders from before: plain)
+    kernels = manifest.get("cpu_kernels", "plain")
+    pair = load_pair(config.pair, [run.small_variant], cpu_kernels=kernels)
+    examples = load_examples(task, settings.split, n_candidates)
+    items = encode(examples, pair.tokenizer, task, pair.device, config.pair.architecture)
+    max_new_tokens, stops = settings.decode.max_new_tokens, settings.decode.stop_strings
+    rows = [decode_row(run, pair, item, max_new_tokens, stops) for item in items]
     return pd.Series(max(rows, key=lambda row: row["n_rollbacks"]))
 
 
