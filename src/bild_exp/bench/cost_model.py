@@ -37,16 +37,16 @@ class CallTimes:
 
 
 def probe_length(
-    model: PreTrainedModel, input_ids: torch.Tensor, positions: int, mode: str | None
-) -> tuple[TokenSequence, int | None]:
-    """The sequence a measurement decodes (``positions`` after the prefix) and its static
-    cache length (None on the eager path, ``mode`` None)."""
+    model: PreTrainedModel, input_ids: torch.Tensor, positions: int
+) -> tuple[TokenSequence, int]:
+    """The sequence a measurement decodes (``positions`` after the prefix) and the static
+    cache length the compiled path needs for it (eager runners ignore it)."""
     sequence = start_sequence(model, input_ids, positions)
-    return sequence, sequence.buffer.shape[1] if mode is not None else None
+    return sequence, sequence.buffer.shape[1]
 
 
 def new_runner(
-    model: PreTrainedModel, input_ids: torch.Tensor, static: int | None, mode: str | None
+    model: PreTrainedModel, input_ids: torch.Tensor, static: int, mode: str | None
 ) -> DecoderRunner:
     return DecoderRunner(model, input_ids, static_length=static, compile_mode=mode)
 
@@ -54,7 +54,7 @@ def new_runner(
 def encoder_times(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
-    static: int | None,
+    static: int,
     repeats: int,
     mode: str | None = None,
 ) -> list[float]:
@@ -84,7 +84,7 @@ class CallProbe:
         mode: str | None,
     ):
         self.device, self.mode = input_ids.device, mode
-        self.sequence, static = probe_length(model, input_ids, cached_length + max_k + 1, mode)
+        self.sequence, static = probe_length(model, input_ids, cached_length + max_k + 1)
         with compile_settings(self.device, mode):
             self.runner = new_runner(model, input_ids, static, mode)
         generator = torch.Generator().manual_seed(0)
@@ -161,8 +161,7 @@ def measure_targets(
     ks = sorted(set(ks))
     positions = cached_length + max(ks) + 1
     statics = {
-        key: probe_length(model, input_ids, positions, mode)[1]
-        for key, (model, mode) in targets.items()
+        key: probe_length(model, input_ids, positions)[1] for key, (model, _) in targets.items()
     }
     for key, (model, mode) in targets.items():  # untimed: a compiled path compiles here
         encoder_times(model, input_ids, statics[key], 1, mode)

@@ -49,7 +49,7 @@ class DecodeContext:
             model,
             input_ids,
             self.use_cache,
-            static_length=self._static_length(sequence),
+            static_length=sequence.buffer.shape[1],
             compile_mode=self.compile_mode,
         )
 
@@ -67,6 +67,3 @@ class DecodeContext:
             shared = DecoderRunner(small.model, input_ids, self.use_cache, share_with=large_runner)
             return large_runner, shared
         return large_runner, self.runner(small, input_ids, sequence)
-
-    def _static_length(self, sequence: TokenSequence) -> int | None:
-        return sequence.buffer.shape[1] if self.compile_mode is not None else None

@@ -84,7 +84,8 @@ class DecoderRunner:
         self.model = model
         self.use_cache = use_cache
         # The compiled path (compile_mode set): a static cache of at least static_length
-        # positions and a compiled forward, shared with every other example.
+        # positions and a compiled forward, shared with every other example; eager runners
+        # ignore static_length.
         self.compiled = (
             compiled_model(model, static_length, compile_mode) if compile_mode is not None else None
         )

@@ -151,12 +151,11 @@ class RecordStore:
         """Refuse to mix records from an incompatible configuration into this folder; the
         first claim writes the fingerprint, and a claim of an older schema's folder rewrites
         it in the current one."""
-        path = self.directory / "compat.json"
-        if not self.check(fingerprint):
-            atomic_write_json(path, fingerprint)
-        elif self._stored(path) != fingerprint:  # an older schema's folder: migrate it once
-            self.migrate_records()
-            atomic_write_json(path, fingerprint)
+        stored = self.check(fingerprint)
+        if stored != fingerprint:  # a new folder, or an older schema's: migrate it once
+            if stored is not None:
+                self.migrate_records()
+            atomic_write_json(self.directory / "compat.json", fingerprint)
 
     def migrate_records(self) -> int:
         """Rewrite a schema-1 folder's records in the current layout: each part not named
@@ -170,45 +169,35 @@ class RecordStore:
             held = [column for column in EXAMPLE_COLUMNS if column in frame]
             if held:
                 examples = frame.drop_duplicates("example_id")
-                self.save_examples(
-                    [
-                        {
-                            "example_id": row["example_id"],
-                            **{c: row.get(c) for c in EXAMPLE_COLUMNS},
-                        }
-                        for _, row in examples.iterrows()
-                    ]
-                )
+                columns = ["example_id", *EXAMPLE_COLUMNS]
+                self.save_examples(examples.reindex(columns=columns).to_dict("records"))
                 frame = frame.drop(columns=held)
             for config_id, records in frame.groupby("config_id", sort=False):
                 self.write_part(str(config_id), records)
             path.unlink()
         return len(old_parts)
 
-    @staticmethod
-    def _stored(path: Path) -> dict[str, Any]:
-        return read_json(
+    def check(self, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+        """Raise if this folder holds another configuration's records; return its
+        ``compat.json`` as stored (None: a new folder)."""
+        path = self.directory / "compat.json"
+        if not path.exists():
+            return None
+        raw = read_json(
             path, "restore it, or move the folder aside and rerun (its records are recomputed)"
         )
-
-    def check(self, fingerprint: dict[str, Any]) -> bool:
-        """Raise if this folder holds another configuration's records; True if it has a
-        fingerprint (False: a new folder)."""
-        path = self.directory / "compat.json"
-        if path.exists():
-            stored = migrate_fingerprint(self._stored(path), path)
-            differing = sorted(
-                k for k in stored.keys() | fingerprint.keys() if stored.get(k) != fingerprint.get(k)
+        stored = migrate_fingerprint(raw, path)
+        differing = sorted(
+            k for k in stored.keys() | fingerprint.keys() if stored.get(k) != fingerprint.get(k)
+        )
+        if differing:
+            key = differing[0]
+            raise IncompatibleResultsError(
+                f"results folder {str(self.directory)!r} was written with {key}={stored.get(key)!r}, "
+                f"this run has {key}={fingerprint.get(key)!r}: accepted the same settings, "
+                "or a new folder (set run=<name> or experiment_name=<name>)"
             )
-            if differing:
-                key = differing[0]
-                raise IncompatibleResultsError(
-                    f"results folder {str(self.directory)!r} was written with {key}={stored.get(key)!r}, "
-                    f"this run has {key}={fingerprint.get(key)!r}: accepted the same settings, "
-                    "or a new folder (set run=<name> or experiment_name=<name>)"
-                )
-            return True
-        return False
+        return raw
 
     def verify(self) -> None:
         """Every part and examples file's footer reads (before any model loads: a damaged
