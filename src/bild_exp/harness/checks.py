@@ -32,6 +32,7 @@ def check_settings(cfg: DictConfig) -> None:
         "null (the task's limit)",
     )
     check_stats(cfg.stats)
+    check_timing(cfg.sweep)
     check_integer(
         "scoring.truncate_references",
         cfg.scoring.get("truncate_references"),
@@ -59,6 +60,15 @@ def check_settings(cfg: DictConfig) -> None:
             check_integer(f"task.{key}", task.get(key), 1)
     if task.get("metric") == "pass_at_1":  # execution limits, before anything runs
         execution_limits(OmegaConf.to_container(task.get("execution") or {}, resolve=True))
+
+
+def check_timing(timing: Any) -> None:
+    """``sweep.retime_loaded`` and ``sweep.call_cost_repeats`` (conf/sweep.yaml)."""
+    if not isinstance(timing.retime_loaded, bool):
+        raise InvalidParameterError(
+            f"sweep.retime_loaded={timing.retime_loaded!r} is invalid: accepted true or false"
+        )
+    check_integer("sweep.call_cost_repeats", timing.call_cost_repeats, 0)
 
 
 def check_stats(settings: Any) -> None:

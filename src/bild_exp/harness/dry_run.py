@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import DictConfig
 
 from bild_exp.data.tasks import task_from_config
-from bild_exp.harness.fingerprint import baselines_folder, compatibility
+from bild_exp.harness.blocks import BLOCK_COLUMNS, TIMING_COLUMNS, timing_work
+from bild_exp.harness.fingerprint import baselines_folder, compatibility, run_folder
 from bild_exp.harness.models import resolve_device
-from bild_exp.harness.plan import RunConfig
+from bild_exp.harness.plan import RunConfig, reference_runs
 from bild_exp.harness.settings import resolve_settings
 from bild_exp.harness.store import RecordStore
 from bild_exp.harness.summary import quality_column
@@ -45,6 +47,7 @@ def print_plan(cfg: DictConfig, runs: list[RunConfig]) -> None:
             f"{len(runs) * n_examples:,} (plus {cfg.data.warmup} untimed warm-up each)"
         )
         print(time_estimate(cfg, runs, len(runs) * n_examples))
+    print(stored_work(cfg, runs))
     print(f"{len(runs)} configurations:")
     for run in runs:
         print(f"  {run.config_id} {run.study:<18} small={run.small_variant:<8} {run.params}")
@@ -71,4 +74,38 @@ def time_estimate(cfg: DictConfig, runs: list[RunConfig], n_calls: int) -> str:
         f"estimated time: {hours:,.1f} h = {n_calls:,} calls x {tokens_per_call:.1f} tokens x "
         f"{1000 * per_token:.2f} ms/token (vanilla large, {len(large)} records on "
         f"{device['device_name']}; methods faster than vanilla large take less)"
+    )
+
+
+def stored_work(cfg: DictConfig, runs: list[RunConfig]) -> str:
+    """What the stored records leave to time, on the examples they cover: new records, and
+    re-timings (a record whose pair with vanilla large was not timed in one block is timed
+    again with vanilla in this run's block; bild_exp.harness.blocks)."""
+    task = task_from_config(cfg.task)
+    device = device_description(resolve_device(cfg.pair.device))
+    fingerprint = compatibility(cfg, task, device, runs)
+    folders = [
+        run_folder(cfg, task),
+        baselines_folder(Path(cfg.baselines_dir), fingerprint, migrate=False),
+    ]
+    columns = ["config_id", "example_id", *BLOCK_COLUMNS, *TIMING_COLUMNS]
+    frames = [RecordStore(folder).read_records(columns) for folder in folders]
+    stored = pd.concat([f for f in frames if len(f)] or [frames[0]], ignore_index=True)
+    planned = {run.config_id for run in runs}
+    stored = stored[stored["config_id"].isin(planned)]
+    if stored.empty:
+        return "stored records: none (every call above is new)"
+    examples = list(dict.fromkeys(stored["example_id"]))
+    work = timing_work(
+        [run.config_id for run in runs],
+        reference_runs(runs),
+        examples,
+        stored,
+        cfg.sweep.retime_loaded,
+    )
+    n_done = len(stored.drop_duplicates(["config_id", "example_id"]))
+    return (
+        f"stored records: {n_done:,} of the planned configurations; on the {len(examples):,} "
+        f"examples they cover, {work.n_new:,} new and {work.n_retimed:,} re-timed calls "
+        "(a stored record whose vanilla pair was timed in another run is timed again beside it)"
     )

@@ -2,11 +2,14 @@
 
 Per example only ``generate`` is timed (tokenisation, decoding to text and scoring are
 outside), the device is synchronised around it, and each configuration first decodes
-``warmup`` examples untimed. Records are flushed every few examples.
+``warmup`` examples untimed. Configurations are interleaved per example in a rotating
+order, and every record carries its timing block (bild_exp.harness.blocks). Records are
+flushed every few examples (or seconds).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,13 +21,15 @@ from bild_exp.data.tasks import Example, TaskSpec
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.sequence import StopStrings
 from bild_exp.flops import ModelShape, generation_cost
+from bild_exp.harness.blocks import TimingBlock, load_average, rotated
 from bild_exp.harness.models import LoadedPair
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.settings import DecodeSettings
 from bild_exp.harness.store import RecordStore
 from bild_exp.timing import timed
 
-FLUSH_EVERY = 8
+FLUSH_EVERY = 8  # examples
+FLUSH_SECONDS = 60.0
 STAT_COLUMNS = (
     "n_small_calls",
     "n_large_calls",
@@ -175,58 +180,112 @@ def record(
     return row
 
 
-def execute_run(
-    run: RunConfig,
+def timed_decode(
+    run: RunConfig, pair: LoadedPair, item: EncodedExample, settings: DecodeSettings
+) -> tuple[Any, dict[str, float | None]]:
+    """One timed example: only ``generate`` is timed (device synchronised); the wall and
+    process CPU seconds and the one-minute load before and after (TIMING_COLUMNS)."""
+    load_before, cpu_start = load_average(), time.process_time()
+    result, seconds = timed(
+        lambda: decode_once(
+            run,
+            pair,
+            item.input_ids,
+            settings.max_new_tokens,
+            settings.stop_strings,
+            settings.compile_mode,
+        ),
+        pair.device,
+    )
+    cpu_seconds = time.process_time() - cpu_start
+    timing = {
+        "latency_s": seconds,
+        "cpu_s": cpu_seconds,
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
+    return result, timing
+
+
+def warm_up(
+    run: RunConfig, pair: LoadedPair, items: list[EncodedExample], settings: DecodeSettings
+) -> None:
+    """``settings.warmup`` untimed examples (at least one on the compiled path, so that
+    compilation never falls inside a timed example), capped at
+    ``settings.warmup_max_new_tokens`` on the eager path (one-off costs need a short
+    decode; a compiled model's static cache is sized by the full limit)."""
+    compile_mode, tokens = settings.compile_mode, settings.max_new_tokens
+    if settings.warmup_max_new_tokens is not None and compile_mode is None:
+        tokens = min(tokens, settings.warmup_max_new_tokens)
+    for item in items[: max(settings.warmup, 0 if compile_mode is None else 1)]:
+        decode_once(run, pair, item.input_ids, tokens, settings.stop_strings, compile_mode)
+
+
+class RecordBuffer:
+    """Finished records per configuration, written as one part per configuration every
+    ``FLUSH_EVERY`` examples or ``FLUSH_SECONDS`` (an example of a large model can take
+    minutes: a kill loses at most that much), and on exit."""
+
+    def __init__(self, stores: dict[str, RecordStore]):
+        self.stores, self.rows = stores, {config: [] for config in stores}
+        self.examples, self.last_flush = 0, time.monotonic()
+
+    def add(self, config_id: str, row: dict[str, Any]) -> None:
+        self.rows[config_id].append(row)
+
+    def example_done(self) -> None:
+        self.examples += 1
+        if self.examples % FLUSH_EVERY == 0 or time.monotonic() - self.last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        for config, rows in self.rows.items():
+            self.stores[config].append(rows)
+            self.rows[config] = []
+        self.last_flush = time.monotonic()
+
+
+def execute_interleaved(
+    runs: list[RunConfig],
     items: list[EncodedExample],
     pair: LoadedPair,
-    store: RecordStore,
+    stores: dict[str, RecordStore],
+    work: dict[str, list[str]],
     context: dict[str, Any],
     settings: DecodeSettings,
-    on_example: Callable[[], None] = lambda: None,
+    block: TimingBlock,
+    on_record: Callable[[], None] = lambda: None,
 ) -> int:
-    """Decode every example of ``items`` not yet in ``store``; return how many were decoded.
-    Call it holding ``store.lock(run.config_id)``: once every example is stored, it compacts
-    the configuration's parts into one.
-
-    ``settings.compile_mode``: the compiled engine path in that mode (None: eager); at least
-    one untimed warm-up example runs, so that compilation never falls inside a timed example.
-    ``settings.warmup_max_new_tokens`` caps the warm-up's decodes on the eager path (one-off
-    costs need a short decode; a compiled model's static cache is sized by the full limit)."""
-    max_new_tokens, stop_strings = settings.max_new_tokens, settings.stop_strings
-    compile_mode, warmup_cap = settings.compile_mode, settings.warmup_max_new_tokens
-    done = store.done_keys(run.config_id)
-    todo = [item for item in items if (run.config_id, item.example.id) not in done]
-    for _ in range(len(items) - len(todo)):
-        on_example()
-    if not todo:
-        store.compact(run.config_id)  # a run killed after its last part was not compacted
+    """Time ``work`` (example id -> configuration ids, :func:`timing_work`): example after
+    example, every configuration of an example before the next example, in an order that
+    rotates from example to example, so that the machine's drifts hit every configuration
+    alike. Each configuration's warm-up runs once, before the first timed example. Records
+    carry ``block``; ``stores``: each configuration's store (its lock held by the caller).
+    Returns the number of records written."""
+    by_id = {run.config_id: run for run in runs}
+    active = [run for run in runs if any(run.config_id in ids for ids in work.values())]
+    if not active:
         return 0
-    store.save_examples([example_row(item.example) for item in items])
-    warmup_tokens = max_new_tokens
-    if warmup_cap is not None and compile_mode is None:
-        warmup_tokens = min(max_new_tokens, warmup_cap)
-    for item in items[: max(settings.warmup, 0 if compile_mode is None else 1)]:
-        decode_once(run, pair, item.input_ids, warmup_tokens, stop_strings, compile_mode)
-    buffer = []
+    for run in active:
+        stores[run.config_id].save_examples([example_row(item.example) for item in items])
+    for run in active:
+        warm_up(run, pair, items, settings)
+    buffer, written = RecordBuffer({run.config_id: stores[run.config_id] for run in active}), 0
     try:
-        for item in todo:
-            result, seconds = timed(
-                lambda item=item: decode_once(
-                    run, pair, item.input_ids, max_new_tokens, stop_strings, compile_mode
-                ),
-                pair.device,
-            )
-            hypothesis = output_text(pair.tokenizer, result.tokens, stop_strings)
-            costs = cost_columns(run, pair, item.input_ids.shape[1], result.stats)
-            buffer.append({**context, **record(run, item, result, seconds, hypothesis, costs)})
-            on_example()
-            if len(buffer) >= FLUSH_EVERY:
-                store.append(buffer)
-                buffer = []
+        for index, item in enumerate(item for item in items if item.example.id in work):
+            for config_id in rotated(work[item.example.id], index):
+                run = by_id[config_id]
+                result, timing = timed_decode(run, pair, item, settings)
+                hypothesis = output_text(pair.tokenizer, result.tokens, settings.stop_strings)
+                costs = cost_columns(run, pair, item.input_ids.shape[1], result.stats)
+                row = record(run, item, result, timing["latency_s"], hypothesis, costs)
+                buffer.add(config_id, {**context, **row, **timing, **block.columns()})
+                written += 1
+                on_record()
+            buffer.example_done()
     finally:  # finished examples are complete records, even when Ctrl-C stops the next one
-        store.append(buffer)
-    store.compact(run.config_id)
-    return len(todo)
+        buffer.flush()
+    return written
 
 
 def example_row(example: Example) -> dict[str, str]:

@@ -123,5 +123,10 @@ def baselines_folder(root: Path, fingerprint: dict[str, Any], migrate: bool = Tr
     return current
 
 
+def run_folder(cfg: DictConfig, task: TaskSpec) -> Path:
+    """``<results_dir>/<experiment_name>/<run>`` (run: ``<task>_<pair>`` unless set)."""
+    return Path(cfg.results_dir) / cfg.experiment_name / (cfg.run or f"{task.name}_{cfg.pair.name}")
+
+
 def short_hash(value: dict[str, Any]) -> str:
     return hashlib.sha1(repr(sorted(value.items())).encode()).hexdigest()[:16]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +19,37 @@ from tqdm.auto import tqdm
 from bild_exp.data.tasks import DataError, Example, TaskSpec, load_examples, task_from_config
 from bild_exp.decoding.compiled import compile_stats
 from bild_exp.errors import Interrupted
+from bild_exp.harness.blocks import (
+    BLOCK_COLUMNS,
+    TIMING_COLUMNS,
+    TimingBlock,
+    latest_outputs,
+    start_block,
+    timing_work,
+)
 from bild_exp.harness.checks import check_paper_device, engine_cpu_kernels
-from bild_exp.harness.execute import EncodedExample, encode, execute_run
+from bild_exp.harness.execute import EncodedExample, encode, execute_interleaved
 from bild_exp.harness.execution import execute_records, execution_limits
-from bild_exp.harness.fingerprint import baselines_folder, compatibility, dataset_fingerprint
+from bild_exp.harness.fingerprint import (
+    baselines_folder,
+    compatibility,
+    dataset_fingerprint,
+    run_folder,
+)
 from bild_exp.harness.manifest import build_manifest, machine_load, peak_memory_gb
+from bild_exp.harness.modelled_latency import (
+    block_table,
+    costs_to_json,
+    measure_block_costs,
+    with_modelled_latency,
+)
 from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resolve_device
 from bild_exp.harness.placement import placed
-from bild_exp.harness.plan import RunConfig
+from bild_exp.harness.plan import RunConfig, reference_runs
 from bild_exp.harness.report import format_summary, notes, points_table, write_outputs
 from bild_exp.harness.scoring import scored_texts
 from bild_exp.harness.settings import SweepSettings, resolve_settings
-from bild_exp.harness.store import BusyError, RecordStore, read_json
+from bild_exp.harness.store import BusyError, RecordStore, atomic_write_bytes, read_json
 from bild_exp.harness.summary import operating_points, quality_column, summarize
 from bild_exp.timing import device_description
 
@@ -132,9 +153,7 @@ def sweep_on_device(
     examples, n_skipped = select_examples(task, settings, cfg.scoring.empty_sources)
     device = device_description(torch_device)
     fingerprint = compatibility(cfg, task, device, runs)
-    run_dir = (
-        Path(cfg.results_dir) / cfg.experiment_name / (cfg.run or f"{task.name}_{cfg.pair.name}")
-    )
+    run_dir = run_folder(cfg, task)
     store, baselines = (
         RecordStore(run_dir),
         RecordStore(baselines_folder(Path(cfg.baselines_dir), fingerprint)),
@@ -147,6 +166,7 @@ def sweep_on_device(
         task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
     variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
     kernels = engine_cpu_kernels(cfg)
+    load_before = machine_load()  # before the models load: what else was running
     pair = load_pair(
         cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs), cpu_kernels=kernels
     )
@@ -154,30 +174,32 @@ def sweep_on_device(
     baselines.claim(fingerprint)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     context = {"task": task.name, "pair": cfg.pair.name, "split": settings.split}
-    load_before, n_done = machine_load(), len(store.done_keys()) + len(baselines.done_keys())
+    block = start_block()
     try:
-        execute_all(runs, items, pair, (store, baselines), context, cfg)
+        computed = execute_all(runs, items, pair, (store, baselines), context, cfg, block)
     except KeyboardInterrupt:
         raise Interrupted(
             f"{len(store.done_keys())} records in {str(store.parts_dir)!r} and "
             f"{len(baselines.done_keys())} in {str(baselines.parts_dir)!r} are saved; "
             "the same command resumes where this one stopped"
         ) from None
-    records = collect_records(runs, examples, store, baselines)
-    records = scored_texts(records, pair.tokenizer, cfg.scoring)
+    if computed:  # this block's machine and per-call costs, next to its records
+        save_block(block, pair, items, (store, baselines), cfg, settings)
+    blocks = {**baselines.blocks(), **store.blocks()}
+    timings = with_modelled_latency(collect_records(runs, examples, store, baselines), blocks)
+    records = scored_texts(latest_outputs(timings), pair.tokenizer, cfg.scoring)
     if task.metric == "pass_at_1":  # run the problems' tests on every answer, untimed
         records = executed(records, examples, task, run_dir)
     quality = quality_column(task.metric, task.extra.get("quality"))
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     stats_settings = OmegaConf.to_container(cfg.stats, resolve=True) if "stats" in cfg else None
-    summary = summarize(records, task.metric, quality, scoring, stats_settings)
+    summary = summarize(records, task.metric, quality, scoring, stats_settings, timings)
     points = operating_points(summary, quality)
     manifest = build_manifest(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
     manifest["cpu_kernels"] = kernels
-    computed = len(store.done_keys()) + len(baselines.done_keys()) > n_done
-    # a rerun that timed nothing keeps the load and memory of the run that did
+    # a rerun that timed nothing keeps the load, memory and block of the run that did
     previous = previous_manifest(run_dir)
     manifest["machine_load"] = (
         {"cores": os.cpu_count(), "before": load_before, "after": machine_load()}
@@ -185,10 +207,14 @@ def sweep_on_device(
         else previous.get("machine_load")
     )
     manifest["peak_memory_gb"] = peak_memory_gb() if computed else previous.get("peak_memory_gb")
+    manifest["timing_block"] = block.columns() if computed else previous.get("timing_block")
+    manifest["timing_blocks"] = blocks_in(summary)
     if settings.decode.compile_mode is not None:  # kept out of every timed example: here
         manifest["compile"] = compile_report(pair)
     record_dirs = store.data_dirs + baselines.data_dirs
     write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs)
+    blocks_csv = block_table(timings, blocks).to_csv(index=False)
+    atomic_write_bytes(run_dir / "blocks.csv", blocks_csv.encode())
     print(format_summary(summary, quality, device, notes(summary, manifest)))
     print(
         "\nOperating points (best speedup with quality within the tolerance of vanilla large;"
@@ -206,6 +232,52 @@ def previous_manifest(run_dir: Path) -> dict[str, Any]:
     return read_json(path, "delete it; the next sweep rewrites it")
 
 
+def save_block(
+    block: TimingBlock,
+    pair: LoadedPair,
+    items: list[EncodedExample],
+    stores: tuple[RecordStore, ...],
+    cfg: DictConfig,
+    settings: SweepSettings,
+) -> None:
+    """Measure this block's per-call costs (``sweep.call_cost_repeats``; after its timed
+    examples, in the same process) and write the block's file into every store."""
+    repeats = cfg.sweep.call_cost_repeats
+    costs = {}
+    if repeats:
+        mine = pd.concat([s.read_records() for s in stores], ignore_index=True)
+        mine = mine[mine.get("block_id", pd.Series(dtype=object)) == block.block_id]
+        costs = measure_block_costs(
+            pair, mine, items[0].input_ids, repeats, settings.decode.compile_mode
+        )
+    for store in stores:
+        store.save_block({**block.columns(), "call_costs": costs_to_json(costs)})
+
+
+def blocks_in(summary: pd.DataFrame) -> dict[str, int]:
+    """How many timing blocks the summary's speedups span (most over any configuration)."""
+    blocks = summary.get("n_timing_blocks", pd.Series(dtype=float)).dropna()
+    return {"max_per_configuration": int(blocks.max()) if len(blocks) else 0}
+
+
+def hold_locks(
+    runs: list[RunConfig], target: Callable[[RunConfig], RecordStore], wait: bool
+) -> tuple[dict[str, ExitStack], list[RunConfig]]:
+    """Each run's lock in its store (``wait``: until free; else skipped when another
+    process holds it): the held locks by configuration, and the runs left out."""
+    held, busy = {}, []
+    for run in runs:
+        stack = ExitStack()
+        try:
+            stack.enter_context(target(run).lock(run.config_id, wait=wait))
+        except BusyError as error:
+            log.info("%s: computing the other configurations first", error)
+            busy.append(run)
+            continue
+        held[run.config_id] = stack
+    return held, busy
+
+
 def execute_all(
     runs: list[RunConfig],
     items: list[EncodedExample],
@@ -213,28 +285,65 @@ def execute_all(
     stores: tuple[RecordStore, RecordStore],
     context: dict[str, Any],
     cfg: DictConfig,
-) -> None:
-    """Every run's missing records. A configuration that another process is computing
-    (its lock is held) is left for last and then waited for, so parallel sweeps on one
-    folder split the work and never compute a record twice."""
+    block: TimingBlock,
+) -> int:
+    """Every run's missing records and the re-timings its pairs need, interleaved per
+    example in one timing block (:func:`bild_exp.harness.blocks.timing_work`); returns the
+    records written. A configuration that another process is computing (its lock is held)
+    is left for last and then waited for, with every configuration that is timed against
+    it, so parallel sweeps on one folder never compute a record twice."""
     store, baselines = stores
+
+    def target(run: RunConfig) -> RecordStore:
+        return baselines if run.is_baseline else store
+
     decode = resolve_settings(cfg).decode
-    pending, wait = list(runs), False
-    with tqdm(total=len(runs) * len(items), disable=not cfg.progress, unit="example") as bar:
+    references = reference_runs(runs)
+    example_ids = [item.example.id for item in items]
+    pending, wait, written = list(runs), False, 0
+    with tqdm(total=0, disable=not cfg.progress, unit="record") as bar:
         while pending:
-            deferred = []
-            for run in pending:
-                target = baselines if run.is_baseline else store
-                try:
-                    with target.lock(run.config_id, wait=wait):
-                        bar.set_description(f"config {run.config_id} {run.study}")
-                        execute_run(
-                            run, items, pair, target, context, decode, lambda: bar.update(1)
-                        )
-                except BusyError as busy:
-                    log.info("%s: computing the other configurations first", busy)
-                    deferred.append(run)
-            pending, wait = deferred, True
+            held, deferred = hold_locks(pending, target, wait)
+            # a run is timed in the same block as its reference, or waits with it
+            here = [r for r in pending if r.config_id in held]
+            waiting = [r for r in here if references[r.config_id] not in (None, *held)]
+            for run in waiting:
+                held.pop(run.config_id).close()
+            here = [r for r in here if r.config_id in held]
+            try:
+                stored = pd.concat(
+                    [
+                        s.read_records(["config_id", "example_id", *BLOCK_COLUMNS, *TIMING_COLUMNS])
+                        for s in stores
+                    ],
+                    ignore_index=True,
+                )
+                ids = [r.config_id for r in here]
+                work = timing_work(ids, references, example_ids, stored, cfg.sweep.retime_loaded)
+                bar.total += work.n_calls
+                bar.refresh()
+                written += execute_interleaved(
+                    here,
+                    items,
+                    pair,
+                    {r.config_id: target(r) for r in here},
+                    work.by_example,
+                    context,
+                    decode,
+                    block,
+                    lambda: bar.update(1),
+                )
+                for run in here:
+                    target(run).compact(run.config_id)
+            finally:
+                for stack in held.values():
+                    stack.close()
+            # the runs left, with their references (timed again beside them), in run order:
+            # every process takes the locks in one order
+            left = {r.config_id for r in (*deferred, *waiting)}
+            left |= {references[c] for c in left if references[c] is not None}
+            pending, wait = [r for r in runs if r.config_id in left], True
+    return written
 
 
 def collect_records(

@@ -33,6 +33,9 @@ GRID_AXES = (
     "exit_threshold",
     "decay_temperature",
 )
+# The parameters that make a vanilla-large run the reference of another run (greedy runs
+# share one; nucleus runs pair by top_p, temperature and seed)
+SAMPLING_COLUMNS = ("sampling", "top_p", "temperature", "seed")
 # Parameters that are the same for every example of a run and identify it in result rows
 # (read from the methods' parameter classes: a new parameter needs no edit here).
 PARAM_COLUMNS = tuple(parameter_types())
@@ -181,3 +184,14 @@ def plan_runs(cfg: DictConfig) -> list[RunConfig]:
                 ) from None
             runs.append(RunConfig(study_name, study.method, variant, params))
     return runs
+
+
+def reference_runs(runs: list[RunConfig]) -> dict[str, str | None]:
+    """Each run's vanilla-large reference: the large run with the same sampling settings
+    (None where the plan has none); a large run is its own."""
+
+    def key(run: RunConfig) -> tuple:
+        return tuple(run.params.get(name) for name in SAMPLING_COLUMNS)
+
+    large = {key(run): run.config_id for run in runs if run.method == "large"}
+    return {run.config_id: large.get(key(run)) for run in runs}

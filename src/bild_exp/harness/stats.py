@@ -111,6 +111,22 @@ def bootstrap_indices(n: int, samples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(n, size=(samples, n), replace=True)
 
 
+def stratified_bootstrap_indices(strata: Sequence, samples: int, seed: int) -> np.ndarray:
+    """``(samples, n)`` indices drawn with replacement within each stratum (e.g. each
+    timing block): a resample keeps every block's number of examples, so a block timed on
+    a faster (or slower) moment of the machine weighs the same in every resample. With one
+    stratum it is :func:`bootstrap_indices` (the same draw)."""
+    labels = np.asarray([str(s) for s in strata])
+    groups = [np.flatnonzero(labels == label) for label in dict.fromkeys(labels)]
+    if len(groups) <= 1:
+        return bootstrap_indices(len(labels), samples, seed)
+    rng = np.random.default_rng(seed)
+    indices = np.empty((samples, len(labels)), dtype=np.int64)
+    for members in groups:
+        indices[:, members] = members[rng.choice(len(members), size=(samples, len(members)))]
+    return indices
+
+
 @dataclass(frozen=True)
 class Interval:
     estimate: float

@@ -32,6 +32,10 @@ from bild_exp.errors import BildError
 from bild_exp.harness.fingerprint import migrate_fingerprint
 
 KEY = ["config_id", "example_id"]
+# One record per (configuration, example, timing block): an example re-timed in a later
+# block (bild_exp.harness.blocks) adds a record; records written before blocks existed
+# have no block_id and are keyed by the first two.
+RECORD_KEY = [*KEY, "block_id"]
 EXAMPLE_COLUMNS = ["source", "reference"]  # stored once per example in examples/
 # part-<config_id>-<uuid>.parquet (schema-1 folders also hold part-<uuid>.parquet, any
 # configuration, with sources in the records: migrate_records rewrites them)
@@ -221,6 +225,19 @@ class RecordStore:
             return files
         return [path for path in files if part_config(path) == config_id]
 
+    def save_block(self, block: dict[str, Any]) -> None:
+        """``blocks/<block_id>.json``: a timing block's machine, start and per-call costs
+        (bild_exp.harness.blocks), next to the records it timed."""
+        atomic_write_json(self.directory / "blocks" / f"{block['block_id']}.json", block)
+
+    def blocks(self) -> dict[str, dict[str, Any]]:
+        """This folder's timing blocks by id."""
+        folder = self.directory / "blocks"
+        paths = sorted(folder.glob("*.json")) if folder.exists() else []
+        return {
+            path.stem: read_json(path, "delete it (its block is then unmodelled)") for path in paths
+        }
+
     def save_examples(self, examples: list[dict[str, str]]) -> None:
         """Store ``{"example_id", "source", "reference"}`` rows once: the file is named by
         its content, so the same slice written twice (or by two sweeps at once) is one
@@ -267,13 +284,13 @@ class RecordStore:
         if len(files) < 2:
             return
         frame = pd.concat([read_part(path, None) for path in files], ignore_index=True)
-        self.write_part(config_id, frame.drop_duplicates(subset=KEY, keep="first"))
+        self.write_part(config_id, frame.drop_duplicates(subset=record_key(frame), keep="first"))
         for path in files:
             path.unlink(missing_ok=True)
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """All records, one per (config_id, example_id) (the first written wins), with each
-        example's source and reference."""
+        """All records, one per (config_id, example_id, block_id) (the first written wins),
+        with each example's source and reference."""
         example_columns = [c for c in EXAMPLE_COLUMNS if columns is None or c in columns]
         record_columns = (
             None
@@ -283,7 +300,7 @@ class RecordStore:
         frame = self.read_records(record_columns)
         if example_columns:
             frame = with_examples(frame, self.examples(), example_columns)
-        return frame if columns is None else frame[columns]
+        return frame if columns is None else frame.reindex(columns=columns)
 
     def read_records(
         self, columns: list[str] | None = None, config_id: str | None = None
@@ -301,13 +318,19 @@ class RecordStore:
         frame = pd.concat(parts, ignore_index=True)
         if config_id is not None:
             frame = frame[frame["config_id"] == config_id]
-        return frame.drop_duplicates(subset=KEY, keep="first").reset_index(drop=True)
+        frame = frame.drop_duplicates(subset=record_key(frame), keep="first")
+        return frame.reset_index(drop=True)
 
     def done_keys(self, config_id: str | None = None) -> set[tuple[str, str]]:
         """(config_id, example_id) of the stored records; only ``config_id``'s (reading
         only its parts) when given."""
         frame = self.read_records(KEY, config_id)
         return set(zip(frame["config_id"], frame["example_id"], strict=True))
+
+
+def record_key(frame: pd.DataFrame) -> list[str]:
+    """The columns that identify a record in ``frame`` (block_id where it has one)."""
+    return [column for column in RECORD_KEY if column in frame]
 
 
 def parquet_files(directory: Path) -> list[Path]:
@@ -354,7 +377,12 @@ def read_json(path: Path, remedy: str) -> dict[str, Any]:
 
 
 def read_part(path: Path, columns: list[str] | None) -> pd.DataFrame:
+    """A part's records (``columns`` that it has: a part written before a column existed
+    lacks it, and the column is absent from its frame)."""
     try:
+        if columns is not None:
+            present = set(pq.read_schema(path).names)
+            columns = [column for column in columns if column in present]
         return pd.read_parquet(path, columns=columns)
     except FileNotFoundError:
         raise

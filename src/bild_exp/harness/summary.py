@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from bild_exp.harness import stats
+from bild_exp.harness.blocks import latest_outputs, same_block_pairs
 from bild_exp.harness.execution import pass_at_1
 from bild_exp.harness.metrics import score
-from bild_exp.harness.plan import PARAM_COLUMNS
+from bild_exp.harness.plan import PARAM_COLUMNS, SAMPLING_COLUMNS
 
-SAMPLING_COLUMNS = ["sampling", "top_p", "temperature", "seed"]
 CONFIG_COLUMNS = ["config_id", "study", "method", "small_variant", *PARAM_COLUMNS]
 # Resampling settings when a caller gives none (conf/sweep.yaml's ``stats``)
 DEFAULT_STATS = {"bootstrap": 1000, "randomizations": 10_000, "seed": 12345, "confidence": 0.95}
@@ -29,7 +29,7 @@ def quality_column(metric: str, quality: str | None) -> str:
 
 
 def sampling_key(row: pd.Series | dict[str, Any]) -> tuple:
-    return tuple(None if pd.isna(row[c]) else row[c] for c in SAMPLING_COLUMNS)
+    return tuple(None if pd.isna(row.get(c)) else row.get(c) for c in SAMPLING_COLUMNS)
 
 
 def metric_options(scoring: dict[str, Any]) -> dict[str, Any]:
@@ -151,13 +151,51 @@ COMPARISON_COLUMNS = (
     "speedup_low",
     "speedup_high",
     "speedup_median",
+    "speedup_p10",
+    "speedup_p90",
     "normalized_latency",
+    "modelled_speedup",
+    "measured_over_modelled",
     "quality_diff",
     "quality_diff_low",
     "quality_diff_high",
     "quality_p_value",
     "n_paired_examples",
+    "n_timing_pairs",
+    "n_timing_blocks",
+    "n_loaded_pairs",
 )
+MODELLED = "modelled_latency_s"  # per record: its calls times per-call costs of its block
+
+
+def speedup_columns(timing: pd.DataFrame, settings: dict[str, Any]) -> tuple[dict, np.ndarray]:
+    """Speedup over same-block pairs (:func:`bild_exp.harness.blocks.same_block_pairs`):
+    the ratio of total latencies with a paired bootstrap interval stratified by block, the
+    per-example ratio's median and 10th/90th percentiles, and the load-immune modelled
+    speedup; and the resampled pair indices (for the quality difference)."""
+    indices = stats.stratified_bootstrap_indices(
+        list(timing["block_id"]), settings["bootstrap"], settings["seed"]
+    )
+    mine, reference = timing["latency_s"].to_numpy(float), timing["latency_s_ref"].to_numpy(float)
+    speedup = stats.ratio_interval(reference, mine, indices, settings["confidence"])
+    ratios = reference / mine
+    row = {
+        "speedup": speedup.estimate,
+        "speedup_low": speedup.low,
+        "speedup_high": speedup.high,
+        "speedup_median": float(np.median(ratios)),
+        "speedup_p10": float(np.percentile(ratios, 10)),
+        "speedup_p90": float(np.percentile(ratios, 90)),
+        "normalized_latency": 1 / speedup.estimate,
+        "n_timing_pairs": len(timing),
+        "n_timing_blocks": int(timing["block_id"].nunique()),
+        "n_loaded_pairs": int(timing["loaded"].sum()),
+    }
+    modelled = timing.get(MODELLED), timing.get(f"{MODELLED}_ref")
+    if all(m is not None and m.notna().all() and (m > 0).all() for m in modelled):
+        row["modelled_speedup"] = float(modelled[1].sum() / modelled[0].sum())
+        row["measured_over_modelled"] = float(mine.sum() / modelled[0].sum())
+    return row, indices
 
 
 def compare_with_vanilla(
@@ -166,38 +204,59 @@ def compare_with_vanilla(
     mine_quality: stats.PerExample,
     reference_quality: stats.PerExample,
     settings: dict[str, Any],
+    mine_timings: pd.DataFrame | None = None,
+    reference_timings: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Speedup and quality difference against vanilla large on the examples both ran, each
-    with a paired bootstrap interval (one set of resampled examples for both)."""
-    position = {example: i for i, example in enumerate(reference["example_id"])}
-    pairs = [(i, position[e]) for i, e in enumerate(mine["example_id"]) if e in position]
-    if not pairs:
+    """Speedup and quality difference against vanilla large, each with a paired bootstrap
+    interval. ``mine``/``reference``: one record per example (the quality statistics are in
+    their row order); ``*_timings``: every timed record (several blocks may have timed an
+    example; default: the same frames). The speedup divides only timings of one example
+    taken in one block; when those pairs cover the examples both ran, the quality
+    difference is resampled on the same draw."""
+    mine_timings = mine if mine_timings is None else mine_timings
+    reference_timings = reference if reference_timings is None else reference_timings
+    reference_position = {example: i for i, example in enumerate(reference["example_id"])}
+    mine_position = {example: i for i, example in enumerate(mine["example_id"])}
+    both = [e for e in mine["example_id"] if e in reference_position]
+    if not both:
         return dict.fromkeys(COMPARISON_COLUMNS)
-    mine_rows, reference_rows = (np.array(side) for side in zip(*pairs, strict=True))
-    indices = stats.bootstrap_indices(len(pairs), settings["bootstrap"], settings["seed"])
-    confidence = settings["confidence"]
-    mine_latency = mine["latency_s"].to_numpy(float)[mine_rows]
-    reference_latency = reference["latency_s"].to_numpy(float)[reference_rows]
-    speedup = stats.ratio_interval(reference_latency, mine_latency, indices, confidence)
+    columns = ("latency_s", MODELLED) if MODELLED in mine_timings else ("latency_s",)
+    if MODELLED not in reference_timings:
+        columns = ("latency_s",)
+    timing = same_block_pairs(mine_timings, reference_timings, columns)
+    timing = timing[timing["example_id"].isin(set(both))]
+    row = dict.fromkeys(COMPARISON_COLUMNS)
+    row.update(n_timing_pairs=0, n_timing_blocks=0, n_loaded_pairs=0)
+    if len(timing):
+        speed, indices = speedup_columns(timing, settings)
+        row.update(speed)
+    if len(timing) and set(timing["example_id"]) == set(both):
+        order = list(timing["example_id"])
+    else:  # some example has no same-block pair: its quality still counts
+        order = both
+        indices = stats.bootstrap_indices(len(order), settings["bootstrap"], settings["seed"])
+    mine_rows = np.array([mine_position[e] for e in order])
+    reference_rows = np.array([reference_position[e] for e in order])
     mine_q = stats.PerExample(mine_quality.stats[mine_rows], mine_quality.aggregate)
     reference_q = stats.PerExample(
         reference_quality.stats[reference_rows], reference_quality.aggregate
     )
     difference = stats.paired_difference(
-        mine_q, reference_q, indices, confidence, settings["randomizations"], settings["seed"]
+        mine_q,
+        reference_q,
+        indices,
+        settings["confidence"],
+        settings["randomizations"],
+        settings["seed"],
     )
-    return {
-        "speedup": speedup.estimate,
-        "speedup_low": speedup.low,
-        "speedup_high": speedup.high,
-        "speedup_median": float(np.median(reference_latency / mine_latency)),
-        "normalized_latency": 1 / speedup.estimate,
-        "quality_diff": difference.difference.estimate,
-        "quality_diff_low": difference.difference.low,
-        "quality_diff_high": difference.difference.high,
-        "quality_p_value": difference.p_value,
-        "n_paired_examples": len(pairs),
-    }
+    row.update(
+        quality_diff=difference.difference.estimate,
+        quality_diff_low=difference.difference.low,
+        quality_diff_high=difference.difference.high,
+        quality_p_value=difference.p_value,
+        n_paired_examples=len(order),
+    )
+    return row
 
 
 def add_comparisons(
@@ -207,14 +266,18 @@ def add_comparisons(
     quality: str,
     scoring: dict[str, Any],
     settings: dict[str, Any] | None = None,
+    timings: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per configuration, against vanilla large on the same examples: speedup = vanilla
-    total latency / the configuration's (and the median of per-example ratios), quality
-    difference, both with paired bootstrap intervals, and the p-value of "quality differs"
-    (paired approximate randomization);
-    plus the configuration's own quality interval. Settings: ``stats`` in conf/sweep.yaml."""
+    total latency / the configuration's over same-block pairs (and the per-example ratio's
+    median and spread), quality difference, both with paired bootstrap intervals, and the
+    p-value of "quality differs" (paired approximate randomization); plus the
+    configuration's own quality interval. ``records``: one per (configuration, example);
+    ``timings``: every timed record (default ``records``). Settings: ``stats`` in
+    conf/sweep.yaml."""
     settings = {**DEFAULT_STATS, **(settings or {})}
     groups = dict(tuple(records.groupby("config_id", sort=False)))
+    timed = groups if timings is None else dict(tuple(timings.groupby("config_id", sort=False)))
     qualities = {
         config: quality_statistics(group, metric, quality, scoring)
         for config, group in groups.items()
@@ -227,7 +290,13 @@ def add_comparisons(
             dict.fromkeys(COMPARISON_COLUMNS)
             if reference is None
             else compare_with_vanilla(
-                groups[config], groups[reference], qualities[config], qualities[reference], settings
+                groups[config],
+                groups[reference],
+                qualities[config],
+                qualities[reference],
+                settings,
+                timed.get(config, groups[config]),
+                timed.get(reference, groups[reference]),
             )
         )
         indices = stats.bootstrap_indices(
@@ -371,15 +440,22 @@ def summarize(
     quality: str,
     scoring: dict[str, Any],
     settings: dict[str, Any] | None = None,
+    timings: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per configuration, with speedups, intervals and Pareto flags."""
+    """One row per configuration, with speedups, intervals and Pareto flags. ``records``:
+    the outputs (where an example was re-timed in another block and has one record per
+    block, the latest is used); ``timings``: every timed record (default ``records``).
+    Quality comes from one record per (configuration, example), speedups from the
+    same-block pairs of the timings."""
+    outputs = latest_outputs(records)
+    timings = records if timings is None else timings
     rows = [
         summarize_config(group, metric, scoring)
-        for _, group in records.groupby("config_id", sort=False)
+        for _, group in outputs.groupby("config_id", sort=False)
     ]
     summary = pd.DataFrame(rows)
-    summary = add_comparisons(summary, records, metric, quality, scoring, settings)
-    summary = add_agreement(summary, records, metric, scoring)
+    summary = add_comparisons(summary, outputs, metric, quality, scoring, settings, timings)
+    summary = add_agreement(summary, outputs, metric, scoring)
     return add_pareto(summary, quality)
 
 
