@@ -49,7 +49,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit
+.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ lint: setup ## ruff lint and format check
 format: setup ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+docs: setup ## Rewrite the README's and docs' marked figures from the results files they name (after a make target reran)
+	$(PY) scripts/refresh_doc_figures.py
 
 bench-engine: setup ## Engine's "large" loop vs HF generate, per-token time ratio (CPU, t5-small-sized)
 	$(PY) scripts/bench_engine.py

@@ -251,3 +251,58 @@ def test_humaneval_sweep_executes_every_answer_and_reports_pass_at_1(tiny_causal
     executions = pd.read_csv(outcome.run_dir / "executions.csv")
     assert list(executions["example_id"]) == ["HumanEval/0", "HumanEval/1"]
     assert set(executions["execution"]) <= {"failed", "syntax_error"}
+
+
+def test_bench_runs_the_main_job_on_a_pair_without_an_aligned_small(tiny_causal_pair, tmp_path):
+    """``python -m bild_exp.bench +task=humaneval``: a decoder-only pair with one small model
+    (no aligned small assumed); HumanEval has one split, so the head-to-head runs on other
+    problems than the selection sweep's, scored by running their tests."""
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+
+    from bild_exp.bench.run import run
+    from tests.harness_fixtures import CONF_DIR
+
+    overrides = [
+        "+task=humaneval",
+        f"pair.large={tiny_causal_pair['large']}",
+        f"pair.small={tiny_causal_pair['small']}",
+        f"pair.tokenizer={tiny_causal_pair['large']}",
+        "pair.small_aligned=null",
+        "pair.device=cpu",
+        f"results_dir={tmp_path}",
+        "progress=false",
+        "data.split=test",
+        "data.limit=2",
+        "data.warmup=0",
+        "task.max_new_tokens=6",
+        "grid.fallback_threshold=[0.5]",
+        "grid.rollback_threshold=[2.0]",
+        "grid.window=[2]",
+        "grid.num_assistant_tokens=[2]",
+        "bench.split=test",
+        "bench.n_examples=2",
+        "bench.warmup=0",
+        "bench.bootstrap_samples=50",
+        "bench.call_repeats=2",
+        "bench.call_rounds=1",
+        "bench.scale_workers=[]",
+        "bench.compiled=false",
+        "bench.engine_section=false",
+        f"bench.output_dir={tmp_path / 'bench'}",
+    ]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="bench", overrides=overrides)
+    output_dir = run(cfg)
+    table = pd.read_csv(output_dir / "bench.csv")
+    assert table["method"].iloc[0] == "vanilla large (engine)"
+    assert table.loc[0, "speedup"] == 1.0 and "pass_at_1" in table
+    assert table["n_timing_pairs"].eq(2).all()
+    assert not table["method"].str.contains(" aligned", regex=False).any()  # none was loaded
+    assert table["method"].str.startswith("speculative (window=2, unaligned small)").any()
+    selection = pd.read_csv(
+        tmp_path / "bench-selection" / "humaneval_qwen2.5-coder_0.5b_1.5b" / "summary.csv"
+    )
+    assert selection["n_examples"].eq(2).all()
+    report = (output_dir / "bench.md").read_text()
+    assert "max_small_steps=10" in report and "| rule " in report

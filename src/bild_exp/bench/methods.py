@@ -18,6 +18,7 @@ from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.decoding.registry import methods_where, parameter_types
 from bild_exp.decoding.sequence import StopStrings
 from bild_exp.harness.models import LoadedPair
+from bild_exp.harness.summary import best_point, vanilla_quality_of
 
 
 @dataclass(frozen=True)
@@ -75,20 +76,27 @@ def hf_generate(
     return GenerationResult(tokens=tokens, from_large=[True] * len(tokens), stats={})
 
 
-def best_point(
-    summary: pd.DataFrame, family: str, quality: str, tolerance: float
-) -> pd.Series | None:
-    """Fastest configuration of ``family`` with quality >= vanilla large - tolerance.
+def chosen_point(
+    summary: pd.DataFrame, family: str, quality: str, tolerance: float, rules: list[str]
+) -> tuple[pd.Series | None, str | None]:
+    """The fastest configuration of ``family`` within ``tolerance`` of vanilla large, by the
+    first of ``rules`` that finds one (the sweep's operating-point rules,
+    :func:`bild_exp.harness.summary.best_point`), and that rule.
 
     ``family`` is ``study/variant``, or ``study/*`` for any small-model variant."""
-    vanilla = summary[summary["method"] == "large"][quality].iloc[0]
     study, variant = family.split("/")
     in_family = summary["study"] == study
     if variant != "*":
         in_family &= summary["small_variant"] == variant
-    group = summary[in_family & (summary[quality] >= vanilla - tolerance)]
-    group = group.dropna(subset=["speedup"])
-    return None if group.empty else group.loc[group["speedup"].idxmax()]
+    group = summary[in_family]
+    if group.empty:
+        return None, None
+    vanilla = vanilla_quality_of(summary, group, quality)
+    for rule in rules:
+        row = best_point(group, rule, quality, vanilla, tolerance)
+        if row is not None:
+            return row, rule
+    return None, None
 
 
 def params_of(row: pd.Series, names: tuple[str, ...]) -> dict[str, Any]:
@@ -97,27 +105,38 @@ def params_of(row: pd.Series, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: types[name](row[name]) for name in names}
 
 
+VARIANT_LABELS = {"base": "unaligned", "aligned": "aligned"}
+
+
 def contenders(
-    summary: pd.DataFrame, quality: str, tolerances: list[float], hf_confidence_threshold: float
+    summary: pd.DataFrame,
+    quality: str,
+    tolerances: list[float],
+    hf_confidence_threshold: float,
+    variants: list[str] = ("base", "aligned"),
+    rules: list[str] = ("ci", "point"),
 ) -> tuple[list[Contender], list[dict[str, Any]]]:
-    """The benchmark's methods, and a note per selection (what was chosen, on what evidence)."""
+    """The benchmark's methods, and a note per selection (what was chosen, by which rule,
+    on what evidence). ``variants``: the pair's small models (``pair.small_variants``);
+    ``rules``: the operating-point rules tried in order (``bench.rules``)."""
     chosen = [
         Contender("vanilla large (engine)", "large"),
         Contender("vanilla large (HF generate)", "large", engine=False),
     ]
     notes = []
-    for variant in ("base", "aligned"):
+    rules = list(rules)
+    for variant in variants:
         for tolerance in tolerances:
-            row = best_point(summary, f"bild/{variant}", quality, tolerance)
-            notes.append(selection_note(f"bild/{variant}", tolerance, row, quality))
+            row, rule = chosen_point(summary, f"bild/{variant}", quality, tolerance, rules)
+            notes.append(selection_note(f"bild/{variant}", tolerance, row, quality, rule))
             if row is None:
                 continue
             thresholds = params_of(row, ("fallback_threshold", "rollback_threshold"))
-            label = "unaligned" if variant == "base" else "aligned"
+            label = VARIANT_LABELS.get(variant, variant)
             chosen.append(
                 Contender(f"BiLD {label} (within {tolerance:g})", "bild", variant, thresholds)
             )
-            if variant == "base" and tolerance == tolerances[0]:
+            if variant == variants[0] and tolerance == tolerances[0]:
                 chosen.append(
                     Contender(
                         "BiLD no fallback (same thresholds)",
@@ -134,18 +153,18 @@ def contenders(
                         {**thresholds, "rollback_threshold": None},
                     )
                 )
-    hf_variant = "base"
+    hf_variant = variants[0]
     for family, label, name in (
         ("speculative/*", "speculative", "window"),
         ("hf_assisted/*", "HF assisted constant", "num_assistant_tokens"),
     ):
-        row = best_point(summary, family, quality, tolerances[0])
-        notes.append(selection_note(family, tolerances[0], row, quality))
+        row, rule = chosen_point(summary, family, quality, tolerances[0], rules)
+        notes.append(selection_note(family, tolerances[0], row, quality, rule))
         if row is None:
             continue
         method, variant = family.split("/")[0], row["small_variant"]
         hf_variant = variant if method == "hf_assisted" else hf_variant
-        small = "aligned" if variant == "aligned" else "unaligned"
+        small = VARIANT_LABELS.get(variant, variant)
         chosen.append(
             Contender(
                 f"{label} ({name}={int(row[name])}, {small} small)",
@@ -195,13 +214,14 @@ def with_compiled_twins(chosen: list[Contender], mode: str = "default") -> list[
 
 
 def selection_note(
-    family: str, tolerance: float, row: pd.Series | None, quality: str
+    family: str, tolerance: float, row: pd.Series | None, quality: str, rule: str | None = None
 ) -> dict[str, Any]:
     if row is None:
         return {"family": family, "tolerance": tolerance, "chosen": None}
     return {
         "family": family,
         "tolerance": tolerance,
+        "rule": rule,
         "chosen": row["config_id"],
         "validation_quality": row[quality],
         "validation_speedup": row["speedup"],

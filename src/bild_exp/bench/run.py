@@ -31,18 +31,26 @@ from bild_exp.bench.scale import length_table, worker_throughput
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness import stats
+from bild_exp.harness.blocks import TimingBlock, rotated, start_block
 from bild_exp.harness.checks import check_integer, check_settings, engine_cpu_kernels
 from bild_exp.harness.dry_run import print_plan
-from bild_exp.harness.execute import EncodedExample, encode, output_text
+from bild_exp.harness.execute import EncodedExample, encode, output_text, timed_call
+from bild_exp.harness.execution import execute_records, execution_limits, pass_at_1
 from bild_exp.harness.metrics import score
 from bild_exp.harness.models import LoadedPair, load_pair
 from bild_exp.harness.pipeline import compile_report, run_sweep
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.plan import plan_runs, small_variants
+from bild_exp.harness.scoring import scored_texts
 from bild_exp.harness.settings import resolve_settings
 from bild_exp.harness.store import atomic_write_bytes
-from bild_exp.harness.summary import quality_column
-from bild_exp.timing import device_description, timed
+from bild_exp.harness.summary import (
+    RULES,
+    compare_with_vanilla,
+    metric_options,
+    quality_column,
+    quality_statistics,
+)
+from bild_exp.timing import device_description
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +62,21 @@ def interleaved_run(
     max_new_tokens: int,
     warmup: int,
     stop_strings: list[str] | None = None,
+    block: TimingBlock | None = None,
 ) -> pd.DataFrame:
-    """Decode every example with every contender, rotating the order per example."""
+    """Decode every example with every contender, rotating the order per example; every
+    record carries ``block`` (this process's timing block) and its timing columns."""
+    block = block or start_block()
     for contender in chosen:
         for item in items[:warmup]:
             contender.decode(pair, item.input_ids, max_new_tokens, stop_strings)
     rows = []
+    names = [contender.name for contender in chosen]
+    by_name = {contender.name: contender for contender in chosen}
     for index, item in enumerate(items):
-        shift = index % len(chosen)
-        for contender in chosen[shift:] + chosen[:shift]:
-            result, seconds = timed(
+        for name in rotated(names, index):
+            contender = by_name[name]
+            result, timing = timed_call(
                 lambda c=contender, ids=item.input_ids: c.decode(
                     pair, ids, max_new_tokens, stop_strings
                 ),
@@ -71,9 +84,11 @@ def interleaved_run(
             )
             rows.append(
                 {
+                    "config_id": contender.name,
                     "method": contender.name,
                     "example_id": item.example.id,
-                    "latency_s": seconds,
+                    **timing,
+                    **block.columns(),
                     "n_tokens": len(result.tokens),
                     "hypothesis": output_text(pair.tokenizer, result.tokens, stop_strings),
                     "reference": item.example.target,
@@ -93,40 +108,47 @@ def method_row(
     reference: pd.DataFrame,
     metric: str,
     quality: str,
-    samples: int,
+    settings: dict[str, Any],
     predicted: float | None,
+    scoring: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One contender against the reference on the same examples: speedup and quality
-    difference with paired bootstrap 95% intervals (one draw of examples for both)."""
-    joined = group.merge(
-        reference[["example_id", "latency_s", "hypothesis"]],
-        on="example_id",
-        suffixes=("", "_ref"),
-    )
-    indices = stats.bootstrap_indices(len(joined), samples, seed=0)
-    speedup = stats.ratio_interval(
-        joined["latency_s_ref"].to_numpy(), joined["latency_s"].to_numpy(), indices
-    )
-    difference = stats.paired_difference(
-        stats.per_example_quality(metric, quality, joined["hypothesis"], joined["reference"]),
-        stats.per_example_quality(metric, quality, joined["hypothesis_ref"], joined["reference"]),
-        indices,
-        seed=0,
+    """One contender against the reference on the same examples, as the sweep compares a
+    configuration with vanilla large (:func:`bild_exp.harness.summary.compare_with_vanilla`:
+    same-block pairs, paired bootstrap 95% intervals on one draw of examples)."""
+    scoring = scoring or {}
+    compared = compare_with_vanilla(
+        group,
+        reference,
+        quality_statistics(group, metric, quality, scoring),
+        quality_statistics(reference, metric, quality, scoring),
+        settings,
     )
     accepted = [n for lengths in group["accepted_lengths"].dropna() for n in lengths]
     drafted = [n for lengths in group["drafted_lengths"].dropna() for n in lengths]
     calls = group["n_large_calls"].dropna()
     total = group["latency_s"].sum()
+    if metric == "pass_at_1":
+        own = pass_at_1(group)[quality]
+    else:
+        own = score(
+            metric,
+            list(group["scored_hypothesis"]),
+            list(group["scored_reference"]),
+            **metric_options(scoring),
+        )[quality]
     return {
         "method": group["method"].iloc[0],
-        quality: score(metric, list(group["hypothesis"]), list(group["reference"]))[quality],
-        "quality_diff": difference.difference.estimate,
-        "quality_diff_ci95": f"[{difference.difference.low:.2f}, {difference.difference.high:.2f}]",
-        "quality_p_value": difference.p_value,
+        quality: own,
+        "quality_diff": compared["quality_diff"],
+        "quality_diff_ci95": ci_text(compared["quality_diff_low"], compared["quality_diff_high"]),
+        "quality_p_value": compared["quality_p_value"],
         "total_latency_s": total,
-        "speedup": speedup.estimate,
-        "speedup_ci95": f"[{speedup.low:.2f}, {speedup.high:.2f}]",
-        "speedup_median": float((joined["latency_s_ref"] / joined["latency_s"]).median()),
+        "speedup": compared["speedup"],
+        "speedup_ci95": ci_text(compared["speedup_low"], compared["speedup_high"]),
+        "speedup_median": compared["speedup_median"],
+        "speedup_p10": compared["speedup_p10"],
+        "speedup_p90": compared["speedup_p90"],
+        "n_timing_pairs": compared["n_timing_pairs"],
         "latency_median_s": float(group["latency_s"].median()),
         "tokens_per_s": group["n_tokens"].sum() / total,
         "large_calls_per_token": calls.sum() / group["n_tokens"].sum() if len(calls) else None,
@@ -134,6 +156,10 @@ def method_row(
         "acceptance_rate": sum(accepted) / sum(drafted) if sum(drafted) else None,
         "achieved_over_predicted": total / predicted if predicted else None,
     }
+
+
+def ci_text(low: float | None, high: float | None) -> str:
+    return "" if low is None or high is None else f"[{low:.2f}, {high:.2f}]"
 
 
 def predicted_total(group: pd.DataFrame, times: dict[str, CallTimes]) -> float | None:
@@ -205,6 +231,11 @@ def check_bench_settings(bench: DictConfig) -> None:
             raise InvalidParameterError(
                 f"bench.{key}={values!r} is invalid: accepted a list of integers >= {low}"
             )
+    rules = bench.get("rules")
+    if not OmegaConf.is_list(rules) or not rules or not all(rule in RULES for rule in rules):
+        raise InvalidParameterError(
+            f"bench.rules={rules!r} is invalid: accepted a non-empty list of {', '.join(RULES)}"
+        )
     tolerances = bench.get("tolerances")
     if (
         not OmegaConf.is_list(tolerances)
@@ -231,19 +262,39 @@ def run(cfg: DictConfig) -> Path:
         print_plan(cfg, runs)
         print(f"then the head-to-head on {bench.n_examples} examples of the {bench.split} split")
         return Path(bench.output_dir) / cfg.pair.name
+    variants = small_variants(cfg)  # the pair's small models: none assumed
     selection = run_sweep(cfg, runs)
     chosen, notes = contenders(
-        selection.summary, quality, list(bench.tolerances), bench.hf_confidence_threshold
+        selection.summary,
+        quality,
+        list(bench.tolerances),
+        bench.hf_confidence_threshold,
+        variants,
+        list(bench.rules),
     )
     compiled = bool(bench.compiled)
     if compiled:  # compiled twins, and the compile report
         chosen = with_compiled_twins(chosen, compile_mode)
     # the same kernels as the sweeps' (engine.cpu_kernels), for every contender alike
-    pair = load_pair(cfg.pair, ["base", "aligned"], cpu_kernels=engine_cpu_kernels(cfg))
-    examples = load_examples(task, bench.split, bench.n_examples)
+    pair = load_pair(cfg.pair, variants, cpu_kernels=engine_cpu_kernels(cfg))
+    examples = head_to_head_examples(task, bench, resolve_settings(cfg).split, selection)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     max_new_tokens = resolve_settings(cfg).decode.max_new_tokens
     records = interleaved_run(chosen, items, pair, max_new_tokens, bench.warmup, task.stop_strings)
+    records = scored_texts(records, pair.tokenizer, cfg.scoring)
+    if metric == "pass_at_1":  # the answers' tests, untimed
+        problems = {example.id: example for example in examples}
+        records = execute_records(
+            records,
+            problems,
+            task.prompt_format().response_prefix,
+            execution_limits(task.extra.get("execution")),
+        )
+    settings = {
+        **OmegaConf.to_container(cfg.stats, resolve=True),
+        "bootstrap": bench.bootstrap_samples,
+    }
+    scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     # per-call times of the eager path, the twins' compile mode and the default one
     modes = tuple(dict.fromkeys(["default", compile_mode])) if compiled else ()
     by_path = measure_pair_call_times(
@@ -259,22 +310,27 @@ def run(cfg: DictConfig) -> Path:
                 reference,
                 metric,
                 quality,
-                bench.bootstrap_samples,
+                settings,
                 predicted_total(
                     group, compiled_times if group["method"].iloc[0] in twins else times
                 ),
+                scoring,
             )
             for _, group in records.groupby("method", sort=False)
         ]
     )
-    max_small_steps = 10
-    ideal = ideal_bild_speedup(times["large"], times["base"], max_small_steps)
+    max_small_steps = bild_max_small_steps(cfg)
+    drafter = variants[0]
+    ideal = {
+        "speedup": ideal_bild_speedup(times["large"], times[drafter], max_small_steps),
+        "max_small_steps": max_small_steps,
+    }
     compile_section = (
         {
             "mode": compile_mode,
             "times": {mode: by_path[mode] for mode in modes},
             "ideal": ideal_bild_speedup(
-                compiled_times["large"], compiled_times["base"], max_small_steps
+                compiled_times["large"], compiled_times[drafter], max_small_steps
             ),
             "report": {mode: compile_report(pair, mode) for mode in modes},
         }
@@ -304,6 +360,31 @@ def run(cfg: DictConfig) -> Path:
         compile_section,
     )
     return output_dir
+
+
+def head_to_head_examples(
+    task: Any, bench: DictConfig, selection_split: str, selection: Any
+) -> list[Any]:
+    """``bench.n_examples`` examples of ``bench.split``; where the selection sweep chose its
+    operating points on the same split (HumanEval has one), its examples are left out, so
+    that the head-to-head never reports the examples its points were chosen on."""
+    if bench.split != selection_split:
+        return load_examples(task, bench.split, bench.n_examples)
+    chosen_on = set(selection.records["example_id"])
+    unseen = [e for e in load_examples(task, bench.split) if e.id not in chosen_on]
+    if not unseen:
+        raise InvalidParameterError(
+            f"bench.split={bench.split!r} is invalid here: the selection sweep used every "
+            "example of it; accepted another split, or a smaller data.limit for the selection"
+        )
+    return unseen[: bench.n_examples]
+
+
+def bild_max_small_steps(cfg: DictConfig) -> int:
+    """The selection sweep's BiLD max_small_steps (the ideal speedup's cycle length)."""
+    study = cfg.method.get("bild")
+    params = (study.get("params") if study is not None else None) or {}
+    return int(params.get("max_small_steps", 10))
 
 
 def engine_section() -> dict[str, float]:
@@ -385,7 +466,7 @@ def write_report(
     table: pd.DataFrame,
     notes: list,
     times: dict[str, CallTimes],
-    ideal: float,
+    ideal: dict[str, float],
     lengths: pd.DataFrame,
     workers: pd.DataFrame | None,
     engine: dict | None,
@@ -417,7 +498,7 @@ def write_report(
         "",
         call_table(times),
         "",
-        f"Ideal BiLD speedup on this pair and hardware (every small token accepted, max_small_steps=10): {ideal:.2f}x",
+        f"Ideal BiLD speedup on this pair and hardware (every small token accepted, max_small_steps={ideal['max_small_steps']}): {ideal['speedup']:.2f}x",
         "",
         "## Latency by output length (mean seconds per example)",
         "",

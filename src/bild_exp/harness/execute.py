@@ -180,13 +180,27 @@ def record(
     return row
 
 
+def timed_call(fn: Callable[[], Any], device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """``fn`` timed (device synchronised), with the timing columns of its record
+    (bild_exp.harness.blocks.TIMING_COLUMNS): wall and process CPU seconds, and the
+    one-minute load before and after."""
+    load_before, cpu_start = load_average(), time.process_time()
+    result, seconds = timed(fn, device)
+    cpu_seconds = time.process_time() - cpu_start
+    timing = {
+        "latency_s": seconds,
+        "cpu_s": cpu_seconds,
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
+    return result, timing
+
+
 def timed_decode(
     run: RunConfig, pair: LoadedPair, item: EncodedExample, settings: DecodeSettings
-) -> tuple[Any, dict[str, float | None]]:
-    """One timed example: only ``generate`` is timed (device synchronised); the wall and
-    process CPU seconds and the one-minute load before and after (TIMING_COLUMNS)."""
-    load_before, cpu_start = load_average(), time.process_time()
-    result, seconds = timed(
+) -> tuple[Any, dict[str, Any]]:
+    """One timed example: only ``generate`` is timed."""
+    return timed_call(
         lambda: decode_once(
             run,
             pair,
@@ -197,14 +211,6 @@ def timed_decode(
         ),
         pair.device,
     )
-    cpu_seconds = time.process_time() - cpu_start
-    timing = {
-        "latency_s": seconds,
-        "cpu_s": cpu_seconds,
-        "load_before": load_before,
-        "load_after": load_average(),
-    }
-    return result, timing
 
 
 def warm_up(

@@ -102,10 +102,30 @@ def load_warning(manifest: dict[str, Any]) -> str | None:
     )
 
 
+def block_note(summary: pd.DataFrame) -> str | None:
+    """How many timing blocks the speedups span, and how many pairs were timed under load."""
+    if "n_timing_blocks" not in summary or summary["n_timing_blocks"].isna().all():
+        return None
+    blocks = int(summary["n_timing_blocks"].max())
+    loaded = int(summary["n_loaded_pairs"].fillna(0).sum())
+    unpaired = summary[summary["speedup"].isna() & (summary["n_paired_examples"] > 0)]
+    line = (
+        f"Speedups divide timings of one example taken in one timing block (one process's run): "
+        f"they span {blocks} block{'s' if blocks != 1 else ''}; "
+        f"{loaded} pairs were timed with the load above the cores"
+        + (" (sweep.retime_loaded=true times them again)" if loaded else "")
+        + "."
+    )
+    if len(unpaired):
+        line += f" {len(unpaired)} configurations have no same-block pair with vanilla large."
+    return line
+
+
 def notes(summary: pd.DataFrame, manifest: dict[str, Any]) -> list[str]:
-    """What a reader must know before trusting the table: load, resolution of the data."""
-    warning = load_warning(manifest)
-    return ([warning] if warning else []) + resolution_notes(summary)
+    """What a reader must know before trusting the table: load, timing blocks, resolution
+    of the data."""
+    remarks = [load_warning(manifest), block_note(summary)]
+    return [r for r in remarks if r] + resolution_notes(summary)
 
 
 def format_summary(

@@ -355,6 +355,8 @@ POINT_COLUMNS = (
     "fallback_threshold",
     "rollback_threshold",
     "window",
+    "num_assistant_tokens",
+    "prompt_lookup_num_tokens",
     "exit_threshold",
     "decay_temperature",
 )
@@ -374,6 +376,24 @@ def eligible_configs(
     return group[group["quality_diff_low"] >= -tolerance]
 
 
+def best_point(
+    group: pd.DataFrame, rule: str, quality: str, vanilla_quality: float, tolerance: float
+) -> pd.Series | None:
+    """The fastest configuration of ``group`` whose quality is within ``tolerance`` of
+    vanilla large by ``rule`` (:func:`eligible_configs`); None when none is."""
+    eligible = eligible_configs(group, rule, quality, vanilla_quality, tolerance)
+    eligible = eligible.dropna(subset=["speedup"])
+    return None if eligible.empty else eligible.loc[eligible["speedup"].idxmax()]
+
+
+def vanilla_quality_of(summary: pd.DataFrame, group: pd.DataFrame, quality: str) -> float | None:
+    """The quality of ``group``'s vanilla-large reference (same sampling settings)."""
+    reference = reference_config_ids(summary)[group["config_id"].iloc[0]]
+    if reference is None:
+        return None
+    return summary.set_index("config_id").loc[reference, quality]
+
+
 def operating_points(
     summary: pd.DataFrame, quality: str, tolerances: Sequence[float] = (0.1, 1.0)
 ) -> pd.DataFrame:
@@ -381,19 +401,13 @@ def operating_points(
     within ``tolerance`` of vanilla large (same sampling settings); ``rule`` says how
     "within" is judged (see :func:`eligible_configs`)."""
     rows = []
-    references = reference_config_ids(summary)
-    by_id = summary.set_index("config_id")
     for family, group in summary[summary["method"] != "large"].groupby("family"):
-        reference = references[group["config_id"].iloc[0]]
-        if reference is None:
+        vanilla_quality = vanilla_quality_of(summary, group, quality)
+        if vanilla_quality is None:
             continue
-        vanilla_quality = by_id.loc[reference, quality]
         for rule in RULES:
             for tolerance in tolerances:
-                eligible = eligible_configs(
-                    group, rule, quality, vanilla_quality, tolerance
-                ).dropna(subset=["speedup"])
-                best = eligible.loc[eligible["speedup"].idxmax()] if not eligible.empty else None
+                best = best_point(group, rule, quality, vanilla_quality, tolerance)
                 row = {"family": family, "rule": rule, "tolerance": tolerance}
                 row["vanilla_quality"] = vanilla_quality
                 row["quality"] = None if best is None else best[quality]
