@@ -160,7 +160,8 @@ def test_retime_loaded_times_both_sides_of_a_loaded_pair_again():
     examples = ["e0", "e1"]
     vanilla = block_records("large", "A", "2026-01-01T00:00:00", [2.0, 2.0], examples)
     mine = block_records("bild", "A", "2026-01-01T00:00:00", [1.0, 1.0], examples)
-    mine.loc[1, "load_after"] = 3.5  # above the 2 cores
+    mine.loc[0, "load_after"] = 2.3  # the sweep's own two threads on two cores: not loaded
+    mine.loc[1, "load_after"] = 3.5  # another process's busy thread besides them
     stored = pd.concat([vanilla, mine], ignore_index=True)
     references = {"large": "large", "bild": "large"}
     assert timing_work(["large", "bild"], references, examples, stored).n_calls == 0

@@ -112,7 +112,7 @@ def block_note(summary: pd.DataFrame) -> str | None:
     line = (
         f"Speedups divide timings of one example taken in one timing block (one process's run): "
         f"they span {blocks} block{'s' if blocks != 1 else ''}; "
-        f"{loaded} pairs were timed with the load above the cores"
+        f"{loaded} pairs were timed with the 1-minute load above the cores (plus half a core)"
         + (" (sweep.retime_loaded=true times them again)" if loaded else "")
         + "."
     )
