@@ -10,6 +10,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from bild_exp import plots
+from bild_exp.harness.blocks import LOAD_MARGIN
 from bild_exp.harness.plan import GRID_AXES
 from bild_exp.harness.store import atomic_write_bytes, atomic_write_json
 from bild_exp.harness.summary import resolution_notes
@@ -89,12 +90,13 @@ def points_table(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_warning(manifest: dict[str, Any]) -> str | None:
-    """One line when the machine's load average exceeded its cores before or after the
+    """One line when the machine's load average exceeded its cores (by more than
+    LOAD_MARGIN: the sweep's own threads hold it near the core count) before or after the
     timed work: other processes shared the CPU and the latencies include their work."""
     load = manifest.get("machine_load") or {}
     cores = load.get("cores")
     readings = [r[0] for r in (load.get("before"), load.get("after")) if r]
-    if not cores or not readings or max(readings) <= cores:
+    if not cores or not readings or max(readings) <= cores + LOAD_MARGIN:
         return None
     return (
         f"Warning: the 1-minute load average reached {max(readings):.2f} on {cores} cores "
