@@ -80,6 +80,13 @@ def test_the_figure_check_catches_a_figure_from_the_wrong_row(tmp_path):
     page.write_text(header + "BiLD 1.5x [1.1, 1.2]<!--@ s config_id=aaa speedup -->.\n")
     assert refresh(page) == 1
     assert "BiLD 1.8x [1.7, 1.9]<!--@ s config_id=aaa speedup -->." in page.read_text()
+    # a manifest's value by its key path
+    (results / "manifest.json").write_text('{"peak_memory_gb": {"host_rss": 18.94}}')
+    page.write_text(
+        "<!--@file m = results/manifest.json -->\n## Memory\n\n"
+        "Peak 18.9<!--@ m peak_memory_gb.host_rss --> GB, 19.9<!--@ m peak_memory_gb.host_rss --> GB.\n"
+    )
+    assert [p.figure for p in check_page(page)[0]] == ["19.9"]
     with pytest.raises(FigureError, match="matches 2 rows"):
         page.write_text(header + "1.79x<!--@ s pass_at_1=100 speedup -->\n")
         check_page(page)

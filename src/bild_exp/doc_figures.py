@@ -11,7 +11,8 @@ row; values with spaces in double quotes) and the column::
 
     BiLD 1.88x [1.82, 1.94]<!--@ he config_id=564b1febc58b speedup -->
 
-An interval in brackets after the figure is checked against ``<column>_low`` and
+A JSON file (a manifest) is one row whose columns are its dotted key paths
+(``<!--@ man peak_memory_gb.host_rss -->``). An interval in brackets after the figure is checked against ``<column>_low`` and
 ``<column>_high``. A line may instead end with a row marker (no column), for a table row
 whose every figure is in one results row: ``<!--@ he config_id=564b1febc58b -->``.
 :func:`refresh` rewrites every cell-marked figure from its file, at the figure's own
@@ -20,6 +21,7 @@ precision (``make docs``); :func:`check_page` lists what does not match.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -85,7 +87,7 @@ def row_of(files: dict[str, Path], cell: Cell, cache: dict[Path, pd.DataFrame]) 
         raise FigureError(f"no <!--@file {cell.alias} = ...--> on this page")
     path = files[cell.alias]
     if path not in cache:
-        cache[path] = pd.read_csv(path)
+        cache[path] = read_table(path)
     frame = cache[path]
     mask = pd.Series(True, index=frame.index)
     for column, wanted in cell.row.items():
@@ -95,6 +97,14 @@ def row_of(files: dict[str, Path], cell: Cell, cache: dict[Path, pd.DataFrame]) 
     if mask.sum() != 1:
         raise FigureError(f"{path.name}: {cell.row} matches {int(mask.sum())} rows, not one")
     return frame[mask].iloc[0]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV file, or a JSON object as one row whose columns are its dotted key paths
+    (``peak_memory_gb.host_rss`` in a manifest)."""
+    if path.suffix == ".json":
+        return pd.json_normalize(json.loads(path.read_text()))
+    return pd.read_csv(path)
 
 
 def decimals(figure: str) -> int:
