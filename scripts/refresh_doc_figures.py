@@ -9,6 +9,13 @@ from pathlib import Path
 from bild_exp.doc_figures import check_page, refresh
 
 ROOT = Path(__file__).resolve().parents[1]
+# the pages tests/test_readme.py holds figure by figure
+CHECKED_PAGES = [
+    ROOT / "README.md",
+    ROOT / "docs" / "results.md",
+    ROOT / "docs" / "benchmark.md",
+    ROOT / "docs" / "cpu-and-compiled.md",
+]
 
 
 def main() -> int:
@@ -16,6 +23,9 @@ def main() -> int:
     failed = 0
     for page in pages:
         changed = refresh(page)
+        if page not in CHECKED_PAGES:  # pages that explain rather than quote results
+            print(f"{page.relative_to(ROOT)}: {changed} figures rewritten")
+            continue
         problems, checked = check_page(page)
         print(f"{page.relative_to(ROOT)}: {changed} figures rewritten, {checked} checked")
         for problem in problems:
