@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 
+from bild_exp.harness.manifest import machine_load
+
 BLOCK_COLUMNS = ("block_id", "block_started", "cpu_model", "cpu_cores", "torch_threads")
 # per record: wall and process CPU seconds of the timed region, 1-minute load around it
 TIMING_COLUMNS = ("latency_s", "cpu_s", "load_before", "load_after")
@@ -71,10 +73,8 @@ def start_block() -> TimingBlock:
 
 def load_average() -> float | None:
     """The one-minute load average (None where the OS has none)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
+    loads = machine_load()
+    return None if loads is None else loads[0]
 
 
 # A sweep's own torch threads hold the one-minute load at about the number of cores on a

@@ -9,11 +9,13 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from bild_exp.bench.cost_model import CallTimes, measure_paths, predicted_latency
 from bild_exp.decoding.early_exit import EarlyExit
+from bild_exp.harness.blocks import loaded
 from bild_exp.harness.models import LoadedPair
 
 SHORT_CALLS = 16  # every n_fed up to this is measured; longer calls (prefills) at their maximum
@@ -103,20 +105,22 @@ def with_modelled_latency(records: pd.DataFrame, blocks: dict[str, dict]) -> pd.
     """``records`` with ``modelled_latency_s`` from their own block's measured costs
     (``blocks``: block id -> the block file's contents)."""
     costs = {block: costs_from_json(info.get("call_costs")) for block, info in blocks.items()}
-    block_ids = records["block_id"] if "block_id" in records else pd.Series(None, records.index)
-    values = [
-        modelled_latency(row, costs[block]) if block in costs else None
-        for block, (_, row) in zip(block_ids, records.iterrows(), strict=True)
-    ]
-    return records.assign(modelled_latency_s=pd.Series(values, index=records.index, dtype=float))
+    costs = {block: value for block, value in costs.items() if value}
+    modelled = pd.Series(np.nan, index=records.index, dtype=float)
+    if "block_id" not in records or not costs:
+        return records.assign(modelled_latency_s=modelled)
+    # only the records of blocks with measured costs (at paper scale, most have none); a
+    # record the costs cannot model (HF methods) stays NaN
+    for block, group in records[records["block_id"].isin(costs)].groupby("block_id"):
+        values = [modelled_latency(row, costs[block]) for _, row in group.iterrows()]
+        modelled[group.index] = [np.nan if value is None else value for value in values]
+    return records.assign(modelled_latency_s=modelled)
 
 
 def block_table(records: pd.DataFrame, blocks: dict[str, dict]) -> pd.DataFrame:
     """Per timing block and configuration: when and where it ran, its records, how many
     were timed under load, and measured over modelled latency (load and overhead show
     as a ratio that moves between blocks)."""
-    from bild_exp.harness.blocks import loaded
-
     timed = records.dropna(subset=["block_id"]) if "block_id" in records else records.iloc[:0]
     rows = []
     for (block, config), group in timed.groupby(["block_id", "config_id"], sort=False):
