@@ -7,7 +7,9 @@ step. This measures that premise on the machine at hand for each model of the pa
 - ``plain``: eager, the model's own ``nn.Linear`` layers (MKL on a CPU);
 - ``prepacked``: eager on oneDNN-prepacked weights (``engine.cpu_kernels``; CPUs only);
 - ``compiled``: the engine's compiled path (on a CPU over the prepacked model, whose
-  linear layers stay one opaque call each, so no weight is held twice).
+  linear layers stay one opaque call each, so no weight is held twice);
+- ``int8``, ``int4``: eager on weight-only quantised linear layers (the small variants of
+  the same names, ``bild_exp.decoding.weight_only``; CPUs whose torch has the kernels).
 
 The paths of one model are timed in alternating blocks at the same cached length
 (:func:`bild_exp.bench.cost_model.measure_targets`); the report names the CPU or GPU, the
@@ -31,8 +33,9 @@ from bild_exp.bench.cost_model import measure_targets
 from bild_exp.console import library_output_to_log
 from bild_exp.decoding.compiled import check_compile_mode, compile_stats
 from bild_exp.decoding.cpu_kernels import prepack_models, prepack_supported
-from bild_exp.errors import one_line_errors
-from bild_exp.harness.models import load_pair, resolve_device
+from bild_exp.decoding.weight_only import QUANTIZED_FORMATS, missing_kernel, quantized_twin
+from bild_exp.errors import InvalidParameterError, one_line_errors
+from bild_exp.harness.models import int4_group_size, load_pair, resolve_device
 from bild_exp.harness.store import atomic_write_bytes
 from bild_exp.timing import device_description
 
@@ -61,10 +64,17 @@ def kernel_libraries() -> dict[str, str | None]:
     }
 
 
-def model_paths(model: torch.nn.Module, compiled: bool, mode: str) -> dict[str, tuple[Any, Any]]:
+def model_paths(
+    model: torch.nn.Module,
+    compiled: bool,
+    mode: str,
+    quantized: tuple[str, ...] = (),
+    group_size: int = 32,
+) -> dict[str, tuple[Any, Any]]:
     """The paths to time for ``model``: name -> (model, compile mode or None). On a CPU with
     float32 weights a prepacked twin joins (a copy of the model, packed), and the compiled
-    path runs over it."""
+    path runs over it; so do weight-only ``quantized`` twins (``int8``, ``int4``) where this
+    torch has their kernels (sharing the model's other tensors)."""
     parameter = next(model.parameters())
     paths: dict[str, tuple[Any, Any]] = {"plain": (model, None)}
     twin = model
@@ -74,19 +84,31 @@ def model_paths(model: torch.nn.Module, compiled: bool, mode: str) -> dict[str, 
         paths["prepacked"] = (twin, None)
     if compiled:
         paths["compiled"] = (twin, mode)
+    if parameter.dtype == torch.float32:
+        for weights in quantized:
+            if missing_kernel(weights, parameter.device) is None:
+                paths[weights] = (quantized_twin(model, weights, group_size), None)
     return paths
 
 
 def call_cost_rows(cfg: DictConfig) -> pd.DataFrame:
     """One row per model, path and k: median ms per call and its ratio to a one-token call."""
     mode = check_compile_mode(cfg.compile_mode, "compile_mode")
+    for weights in cfg.quantized:
+        if weights not in QUANTIZED_FORMATS:
+            raise InvalidParameterError(
+                f"quantized entry={weights!r} is invalid: accepted "
+                f"{', '.join(map(repr, QUANTIZED_FORMATS))} (or quantized=[])"
+            )
     pair = load_pair(cfg.pair, ["base"])
     prompt = torch.full((1, 8), 3, dtype=torch.long, device=pair.device)
     models = {"large": pair.large, "small": pair.smalls["base"]}
     rows = []
     for name in list(models):
         model = models.pop(name)
-        paths = model_paths(model, cfg.compiled, mode)
+        paths = model_paths(
+            model, cfg.compiled, mode, tuple(cfg.quantized), int4_group_size(cfg.pair)
+        )
         start = time.perf_counter()
         times = measure_targets(paths, prompt, cfg.ks, cfg.cached_length, cfg.repeats, cfg.rounds)
         seconds = time.perf_counter() - start
@@ -125,7 +147,7 @@ def report(rows: pd.DataFrame, cfg: DictConfig, device: dict[str, Any]) -> str:
         "same path.",
     ]
     for model, group in rows.groupby("model", sort=False):
-        paths = list(dict.fromkeys(group["path"]))  # plain, prepacked, compiled
+        paths = list(dict.fromkeys(group["path"]))  # plain, prepacked, compiled, int8, int4
         values = {"ms_per_call": "ms", "cost_in_one_token_calls": "cost"}
         table = group.pivot(index="k", columns="path", values=list(values))
         table = table[[(value, path) for value in values for path in paths]]
@@ -136,6 +158,16 @@ def report(rows: pd.DataFrame, cfg: DictConfig, device: dict[str, Any]) -> str:
             lines.append(
                 f"\nOne-token step: plain {one['plain']:.1f} ms, prepacked {one['prepacked']:.1f} ms "
                 f"({one['plain'] / one['prepacked']:.2f}x faster)."
+            )
+        quantized = [path for path in ("int8", "int4") if path in one]
+        if quantized and "prepacked" in one:
+            lines.append(
+                "Weight-only quantised one-token step: "
+                + ", ".join(
+                    f"{path} {one[path]:.1f} ms ({one['prepacked'] / one[path]:.2f}x prepacked)"
+                    for path in quantized
+                )
+                + "."
             )
         compiled = group[group["path"] == "compiled"]["compile_s"].dropna()
         if len(compiled):

@@ -32,7 +32,12 @@ from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.blocks import TimingBlock, rotated, start_block
-from bild_exp.harness.checks import check_integer, check_settings, engine_cpu_kernels
+from bild_exp.harness.checks import (
+    check_integer,
+    check_settings,
+    check_weight_formats,
+    engine_cpu_kernels,
+)
 from bild_exp.harness.dry_run import print_plan
 from bild_exp.harness.execute import EncodedExample, encode, output_text, timed_call
 from bild_exp.harness.execution import execute_records, execution_limits, pass_at_1
@@ -267,6 +272,7 @@ def run(cfg: DictConfig) -> Path:
         print(f"then the head-to-head on {bench.n_examples} examples of the {bench.split} split")
         return Path(bench.output_dir) / cfg.pair.name
     variants = small_variants(cfg)  # the pair's small models: none assumed
+    check_weight_formats(cfg, variants)  # quantised drafters' kernels, before any weights load
     selection = run_sweep(cfg, runs)
     chosen, notes = contenders(
         selection.summary,

@@ -12,9 +12,11 @@ from bild_exp.data.tasks import TaskSpec
 from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.decoding.cpu_kernels import resolve_cpu_kernels
 from bild_exp.decoding.registry import methods_where
+from bild_exp.decoding.weight_only import QUANTIZED_FORMATS, check_group_size, check_weights
 from bild_exp.errors import InvalidParameterError
+from bild_exp.flops import ModelShape
 from bild_exp.harness.execution import execution_limits
-from bild_exp.harness.models import resolve_device
+from bild_exp.harness.models import int4_group_size, model_config, resolve_device
 from bild_exp.harness.plan import RunConfig
 from bild_exp.wandb_setup import check_mode
 
@@ -128,6 +130,7 @@ def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
     mode = cfg.engine.compile_mode
     check_compile_mode(mode, "engine.compile_mode")
     engine_cpu_kernels(cfg)
+    check_weight_formats(cfg, sorted({run.small_variant for run in runs}))
     if mode != "default" and not compile:
         raise InvalidParameterError(
             f"engine.compile_mode={mode!r} is invalid with engine.compile=false: accepted "
@@ -135,6 +138,13 @@ def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
         )
     if not compile:
         return
+    quantized = [v for v in QUANTIZED_FORMATS if v in {run.small_variant for run in runs}]
+    if quantized or weights_of_large(cfg) != "float32":
+        raise InvalidParameterError(
+            f"engine.compile=true is invalid with weight-only quantised models (small variant "
+            f"{(quantized or ['-'])[0]!r}, pair.large_weights={weights_of_large(cfg)!r}): "
+            "accepted float32 models; run quantised models eagerly (engine.compile=false)"
+        )
     compilable = methods_where("compilable")
     for run in runs:
         if run.method not in compilable or run.small_variant == "early_exit":
@@ -143,3 +153,26 @@ def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
                 f"small={run.small_variant!r}): accepted methods {', '.join(compilable)} "
                 "with a separate small model; run CALM, HF assisted and early exit eagerly"
             )
+
+
+def weights_of_large(cfg: DictConfig) -> str:
+    return cfg.pair.get("large_weights") or "float32"
+
+
+def check_weight_formats(cfg: DictConfig, variants: list[str]) -> None:
+    """Quantised small variants and ``pair.large_weights``: their kernels run on the pair's
+    device, and int4's group size divides every linear layer's input width; one line each,
+    before any weights load (configs only)."""
+    device = resolve_device(cfg.pair.device)
+    large_weights = check_weights(weights_of_large(cfg), device, "pair.large_weights")
+    quantized = [variant for variant in variants if variant in QUANTIZED_FORMATS]
+    for variant in quantized:
+        check_weights(variant, device, "pair.small_variants entry")
+    int4_members = (["small"] if "int4" in quantized else []) + (
+        ["large"] if large_weights == "int4" else []
+    )
+    for member in int4_members:
+        shape = ModelShape.from_config(model_config(cfg.pair, member))
+        widths = {"d_model": shape.d_model, "attention width": shape.attention_dim}
+        widths["d_ff"] = shape.d_ff
+        check_group_size(int4_group_size(cfg.pair), widths, "pair.int4_group_size")

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from bild_exp.data.tasks import Example, TaskSpec
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.checks import engine_cpu_kernels
+from bild_exp.harness.models import int4_group_size
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.settings import resolve_settings
 
@@ -72,7 +73,22 @@ def compatibility(
         "engine_compile_mode": settings.decode.compile_mode,
         # prepacked kernels round differently from plain ones
         "engine_cpu_kernels": engine_cpu_kernels(cfg),
+        **weight_keys(cfg, runs),
     }
+
+
+def weight_keys(cfg: DictConfig, runs: list[RunConfig]) -> dict[str, Any]:
+    """The quantised weights' settings, stated only where they apply: a quantised large model
+    is another model (``pair.large_weights``); the int4 group size defines the ``int4``
+    small variant. Left out at their defaults, so that every folder written before they
+    existed keeps its fingerprint (and its baselines folder its name)."""
+    keys: dict[str, Any] = {}
+    large_weights = cfg.pair.get("large_weights") or "float32"
+    if large_weights != "float32":
+        keys["large_weights"] = large_weights
+    if large_weights == "int4" or any(run.small_variant == "int4" for run in runs):
+        keys["int4_group_size"] = int4_group_size(cfg.pair)
+    return keys
 
 
 def migrate_fingerprint(stored: dict[str, Any], path: object = "compat.json") -> dict[str, Any]:

@@ -21,6 +21,12 @@ from bild_exp.decoding import GenerationResult, check_pair, generate
 from bild_exp.decoding.api import ARCHITECTURES
 from bild_exp.decoding.cpu_kernels import prepack_models
 from bild_exp.decoding.early_exit import EarlyExit
+from bild_exp.decoding.weight_only import (
+    QUANTIZED_FORMATS,
+    model_bytes,
+    quantize_model,
+    weights_of,
+)
 from bild_exp.errors import BildError, InvalidParameterError
 from bild_exp.flops import ModelShape
 from bild_exp.harness.gguf import converted_folder, is_gguf
@@ -104,6 +110,17 @@ class LoadedPair:
     device: torch.device = torch.device("cpu")
     calm: PreTrainedModel | None = None  # CALM's own model (pair.calm_model), else the large one
     cpu_kernels: str = "plain"  # the linear layers' kernels (engine.cpu_kernels, resolved)
+    large_weights: str = "float32"  # pair.large_weights: float32, int8 or int4
+
+    def weights_report(self) -> dict[str, dict[str, Any]]:
+        """Each loaded model's linear-layer weights (float32, int8, int4) and its size in
+        bytes (parameters and buffers, each shared tensor once), by role."""
+        models = {"large": self.large, **{f"small {v}": m for v, m in self.smalls.items()}}
+        return {
+            role: {"weights": weights_of(model), "bytes": model_bytes(model)}
+            for role, model in models.items()
+            if isinstance(model, torch.nn.Module)
+        }
 
     def models_for(
         self, method: str, small_variant: str
@@ -143,12 +160,18 @@ class LoadedPair:
         )
 
 
-SMALL_CHECKPOINTS = {"base": "small", "aligned": "small_aligned"}
+# the checkpoint each small variant loads (int8 and int4 quantise it after loading)
+SMALL_CHECKPOINTS = {"base": "small", "aligned": "small_aligned", "int8": "small", "int4": "small"}
+
+
+def model_config(pair_cfg: Any, member: str) -> Any:
+    """``pair.<member>``'s config (no weights load)."""
+    return load_checkpoint(AutoConfig, member, pair_cfg[member])
 
 
 def check_early_exit_depth(pair_cfg: Any) -> None:
     """Raise unless pair.early_exit_layers leaves at least one of the large model's layers out."""
-    config = load_checkpoint(AutoConfig, "large", pair_cfg.large)
+    config = model_config(pair_cfg, "large")
     depth = ModelShape.from_config(config).decoder_layers
     layers = pair_cfg.early_exit_layers
     if not 1 <= layers < depth:
@@ -190,7 +213,10 @@ def load_pair(
     The ``early_exit`` variant is the large model's first ``pair.early_exit_layers`` layers;
     ``need_calm`` loads ``pair.calm_model`` when the pair names one. ``cpu_kernels``
     ``prepacked`` (resolved, :func:`bild_exp.decoding.cpu_kernels.resolve_cpu_kernels`)
-    swaps every model's linear layers for oneDNN-prepacked ones, each shared weight once.
+    swaps every model's linear layers for oneDNN-prepacked ones, each shared weight once;
+    weight-only quantised layers (small variants ``int8``/``int4``, ``pair.large_weights``)
+    keep their own kernels. The large model is quantised after every small is loaded (a
+    small cut from it reads its float tensors).
     """
     if pair_cfg.dtype not in DTYPES:
         raise InvalidParameterError(
@@ -229,9 +255,14 @@ def load_pair(
         smalls[variant] = load(SMALL_CHECKPOINTS[variant], large)
         if large is not None:
             check_pair(large, smalls[variant], pair_cfg.architecture)
+        if variant in QUANTIZED_FORMATS:
+            quantize_model(smalls[variant], variant, int4_group_size(pair_cfg))
     calm = load("calm_model") if need_calm and pair_cfg.get("calm_model") else None
     if calm is not None and large is not None:
         check_pair(large, calm, pair_cfg.architecture)
+    large_weights = pair_cfg.get("large_weights") or "float32"
+    if large is not None and large_weights in QUANTIZED_FORMATS:
+        quantize_model(large, large_weights, int4_group_size(pair_cfg))
     if cpu_kernels == "prepacked":
         prepack_models([large, *smalls.values(), calm])
     return LoadedPair(
@@ -241,4 +272,12 @@ def load_pair(
         device=device,
         calm=calm,
         cpu_kernels=cpu_kernels,
+        large_weights=large_weights,
     )
+
+
+def int4_group_size(pair_cfg: Any) -> Any:
+    """``pair.int4_group_size``: input columns per int4 scale and zero (default 32; checked
+    by bild_exp.harness.checks.check_weight_formats)."""
+    value = pair_cfg.get("int4_group_size")
+    return 32 if value is None else value

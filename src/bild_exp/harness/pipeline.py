@@ -199,6 +199,7 @@ def sweep_on_device(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
     manifest["cpu_kernels"] = kernels
+    manifest["weights"] = pair.weights_report()
     # a rerun that timed nothing keeps the load, memory and block of the run that did
     previous = previous_manifest(run_dir)
     manifest["machine_load"] = (

@@ -21,8 +21,10 @@ from bild_exp.errors import InvalidParameterError
 
 BASELINE_METHODS = ("large", "small")
 # base: pair.small | aligned: pair.small_aligned | early_exit: the large model's first
-# pair.early_exit_layers decoder layers (paper Section 4.4)
-SMALL_VARIANTS = ("base", "aligned", "early_exit")
+# pair.early_exit_layers decoder layers (paper Section 4.4) | int8, int4: pair.small with
+# weight-only quantised linear layers (bild_exp.decoding.weight_only; int4 groups of
+# pair.int4_group_size input columns)
+SMALL_VARIANTS = ("base", "aligned", "early_exit", "int8", "int4")
 GRID_AXES = (
     "fallback_threshold",
     "rollback_threshold",
@@ -113,9 +115,9 @@ def small_variants(cfg: DictConfig, study: DictConfig | None = None) -> list[str
                 f"pair.small_variants includes 'aligned' but pair.small_aligned=None for pair {cfg.pair.name!r}: "
                 "accepted a checkpoint id or folder"
             )
-        if variant == "base" and not cfg.pair.get("small"):
+        if variant in ("base", "int8", "int4") and not cfg.pair.get("small"):
             raise InvalidParameterError(
-                f"pair.small_variants includes 'base' but pair.small=None for pair {cfg.pair.name!r}: "
+                f"pair.small_variants includes {variant!r} but pair.small=None for pair {cfg.pair.name!r}: "
                 "accepted a checkpoint id or folder"
             )
         layers = cfg.pair.get("early_exit_layers")
