@@ -42,6 +42,21 @@ FAMILY_LABELS = {
     "prompt_lookup": "prompt lookup",
     "calm": "CALM",
     "calm_full": "CALM model, no exit",
+    "bild_lossless_quantized/int8": "BiLD lossless, int8 small",
+    "bild_lossless_quantized/int4": "BiLD lossless, int4 small",
+    "bild_quantized/int8": "BiLD, int8 small",
+    "bild_quantized/int4": "BiLD, int4 small",
+    "speculative_quantized/int8": "speculative, int8 small",
+    "speculative_quantized/int4": "speculative, int4 small",
+    "bild_lossless_ngram/base": "BiLD lossless, n-gram + small",
+    "bild_lossless_ngram/int8": "BiLD lossless, n-gram + int8 small",
+    "bild_lossless_ngram/int4": "BiLD lossless, n-gram + int4 small",
+    "bild_ngram/base": "BiLD, n-gram + small",
+    "bild_ngram/int8": "BiLD, n-gram + int8 small",
+    "bild_ngram/int4": "BiLD, n-gram + int4 small",
+    "speculative_ngram/base": "speculative, n-gram + small",
+    "speculative_ngram/int8": "speculative, n-gram + int8 small",
+    "speculative_ngram/int4": "speculative, n-gram + int4 small",
 }
 COST_COLUMNS = {
     "flops_per_token": "FLOPs",
@@ -167,12 +182,26 @@ def acceptance_figure(summary: pd.DataFrame, stem: Path) -> list[Path]:
         positions = [i + 1 for i, d in enumerate(drafted) if d]
         rates = [a / d for a, d in zip(accepted, drafted, strict=True) if d]
         axis.plot(positions, rates, marker="o", ms=3, label=FAMILY_LABELS.get(family, family))
+    source_lines(axis, rows)
     axis.set_xlabel("draft position checked by the large model")
     axis.set_ylabel("acceptance probability")
     axis.set_ylim(0, 1.02)
     axis.legend(fontsize=7)
     axis.grid(alpha=0.3)
     return save(figure, stem)
+
+
+def source_lines(axis: plt.Axes, rows: pd.DataFrame) -> None:
+    """Configurations with two draft sources (``ngram+small``): each source's own
+    per-position acceptance (positions from the start of its part of a pass), dashed."""
+    if "ngram_acceptance_by_position" not in rows:
+        return
+    for _, row in rows.dropna(subset=["ngram_acceptance_by_position"]).iterrows():
+        label = FAMILY_LABELS.get(row["family"], row["family"])
+        for source, style in (("ngram", "--"), ("small", ":")):
+            rates = json.loads(row[f"{source}_acceptance_by_position"])
+            positions = list(range(1, len(rates) + 1))
+            axis.plot(positions, rates, style, marker=".", ms=3, label=f"{label}: {source} part")
 
 
 def pooled_positions(group: pd.DataFrame) -> tuple[list[int], list[int]]:

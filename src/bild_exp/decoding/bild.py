@@ -4,6 +4,11 @@ The small model decodes until its confidence drops below alpha_FB (or it has run
 ``max_small_steps`` tokens); the large model then runs once over every token it
 has not seen, rolls back the first small token it disagrees with by more than
 alpha_RB, and control returns to the small model.
+
+With ``draft_source="ngram+small"`` each step first looks for an n-gram proposal
+(:mod:`bild_exp.decoding.ngram`): its tokens join the unverified ones and go to the large
+model at once, whose rollback rule judges them as it judges the small model's; only where
+there is none does the small model decode a token under the fallback policy.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from transformers import PreTrainedModel
 
 from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.early_exit import EarlyExit
+from bild_exp.decoding.ngram import ngram_proposal, until_end
 from bild_exp.decoding.params import BildParams
 from bild_exp.decoding.policies import first_rollback_index, rollback_distances, should_fall_back
 from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result
@@ -31,6 +37,7 @@ class BildDecoder:
         sequence: TokenSequence,
         params: BildParams,
         sampler: Sampler,
+        lookup_prefix: list[int] | None = None,
     ):
         self.large, self.small, self.sequence = large, small, sequence
         self.params, self.sampler = params, sampler
@@ -39,6 +46,10 @@ class BildDecoder:
         # p_S of unverified tokens, kept only for metrics that compare whole distributions.
         self.keep_small_log_probs = params.rollback_metric != "cross_entropy"
         self.unverified_small_log_probs: list[torch.Tensor] = []
+        # what n-gram proposals search before the output: the prompt (a decoder-only
+        # model's prefix; an encoder-decoder's source tokens)
+        self.lookup_prefix = sequence.prompt_ids() if lookup_prefix is None else lookup_prefix
+        self.n_ngram_pending = 0  # the last unverified tokens that an n-gram proposal drafted
 
     @property
     def official(self) -> bool:
@@ -52,6 +63,9 @@ class BildDecoder:
         return build_result(self.sequence, self.large, self.small, self.counters)
 
     def small_step(self) -> None:
+        # 0. An n-gram proposal, where there is one, drafts instead and is verified at once.
+        if self.params.uses_ngrams and self.ngram_step():
+            return
         # 1. The small model proposes y_S; its confidence is max_y p_S(y).
         logits = self.small.forward(self.sequence.view())[-1]
         log_probs = self.sampler.tempered_log_probs(logits)
@@ -76,6 +90,28 @@ class BildDecoder:
             self.counters.n_forced_verifications += 1
             self.large_pass(tail=False)
 
+    def ngram_step(self) -> bool:
+        """Append the n-gram proposal for the current sequence (if any: False otherwise) as
+        unverified tokens and run the large pass over them and the small tokens before."""
+        sequence, params = self.sequence, self.params
+        room = min(
+            params.ngram_tokens,
+            params.max_small_steps - self.n_unverified,  # max_small_steps counts both sources
+            sequence.max_new_tokens - sequence.n_generated,
+        )
+        proposal = ngram_proposal(self.lookup_prefix + sequence.tokens, params.ngram_size, room)
+        proposal = until_end(proposal, sequence.eos_token_ids)
+        if not proposal:
+            return False
+        for token_id in proposal:
+            sequence.append(token_id, from_large=False, from_ngram=True)
+        self.n_unverified += len(proposal)
+        self.n_ngram_pending = len(proposal)
+        # an end token or stop string inside the proposal: verify as the tail (nothing after)
+        self.large_pass(tail=sequence.done)
+        sequence.clip_after_stop()
+        return True
+
     def large_pass(self, tail: bool) -> None:
         """One non-autoregressive large pass, the rollback policy, and the cache crop.
 
@@ -91,8 +127,7 @@ class BildDecoder:
         rollback_at, token = self.rollback_decision(logits, small_tokens)
         rollback_at, token_id = torch.stack([rollback_at, token]).tolist()
         # 3. Keep the accepted small tokens and the large model's token.
-        self.counters.accepted_lengths.append(rollback_at)
-        self.counters.drafted_lengths.append(n_unverified)
+        self.counters.verified(n_unverified, rollback_at, self.n_ngram_pending)
         n_rejected = n_unverified - rollback_at
         first_changed = sequence.length
         if n_rejected > 0:
@@ -105,7 +140,7 @@ class BildDecoder:
         # 4. Crop both caches to the tokens that are still valid.
         self.large.truncate(first_changed)
         self.small.truncate(first_changed)
-        self.n_unverified = 0
+        self.n_unverified = self.n_ngram_pending = 0
         self.unverified_small_log_probs.clear()
         # 5. The official loop lets the large model write one more token after a rollback.
         if self.official and n_rejected > 0 and not sequence.done:
@@ -175,5 +210,6 @@ def decode_bild(
         sequence=sequence,
         params=params,
         sampler=context.sampler,
+        lookup_prefix=context.lookup_prefix(large, input_ids, sequence),
     )
     return decoder.run()

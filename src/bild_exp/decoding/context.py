@@ -40,6 +40,15 @@ class DecodeContext:
         """A fresh sequence holding only ``model``'s decoder prefix."""
         return start_sequence(model, input_ids, self.max_new_tokens, self.stop_strings)
 
+    def lookup_prefix(
+        self, model: PreTrainedModel, input_ids: torch.Tensor, sequence: TokenSequence
+    ) -> list[int]:
+        """What n-gram proposals search before the output: the prompt, i.e. a decoder-only
+        model's prefix or an encoder-decoder's source tokens."""
+        if model.config.is_encoder_decoder:
+            return input_ids[0].tolist()
+        return sequence.prompt_ids()
+
     def runner(
         self, model: PreTrainedModel, input_ids: torch.Tensor, sequence: TokenSequence
     ) -> DecoderRunner:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bild_exp.decoding.ngram import DRAFT_SOURCES
 from bild_exp.decoding.policies import ROLLBACK_METRICS
 from bild_exp.decoding.sampling import SAMPLING_MODES
 from bild_exp.errors import InvalidParameterError
@@ -82,7 +83,32 @@ class AutoregressiveParams(SamplingParams):
 
 
 @dataclass(frozen=True)
-class BildParams(SamplingParams):
+class DraftSourceParams(SamplingParams):
+    """Where drafts come from (BiLD and speculative decoding alike, so they compare fairly).
+
+    draft_source: ``small`` (the small model only) or ``ngram+small``: at every step the
+        continuation of the latest earlier occurrence of the last ``ngram_size`` tokens of
+        prompt and output (up to ``ngram_tokens``, :func:`bild_exp.decoding.ngram.ngram_proposal`)
+        is drafted when there is one, the small model otherwise; the large model verifies both.
+    """
+
+    draft_source: str = "small"
+    ngram_size: int = 2
+    ngram_tokens: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("draft_source", self.draft_source, DRAFT_SOURCES)
+        check_int("ngram_size", self.ngram_size, 1)
+        check_int("ngram_tokens", self.ngram_tokens, 1)
+
+    @property
+    def uses_ngrams(self) -> bool:
+        return self.draft_source == "ngram+small"
+
+
+@dataclass(frozen=True)
+class BildParams(DraftSourceParams):
     """``bild``: Algorithm 1 of the paper.
 
     fallback_threshold: alpha_FB in [0, 1]; None disables the fallback policy.
@@ -90,6 +116,9 @@ class BildParams(SamplingParams):
     max_small_steps: the large model runs after this many consecutive small tokens.
     rollback_metric: the distance d(p_S, p_L): cross_entropy, total_variation or kl.
     verify_tail: let the large model check the last small tokens before finishing.
+    draft_source, ngram_size, ngram_tokens: :class:`DraftSourceParams` (n-gram tokens go to
+        the large model at once and its rollback rule judges them as the small model's;
+        the fallback policy governs the small model's tokens; ``max_small_steps`` counts both).
     schedule: ``paper`` (Algorithm 1: the small model starts; a rollback hands control back
         at once; the first position beyond alpha_RB where the large model disagrees rolls
         back) or ``official`` (the authors' ``T5BiLDModel`` loop: the large model produces
@@ -114,10 +143,17 @@ class BildParams(SamplingParams):
         if not isinstance(self.verify_tail, bool):
             raise invalid("verify_tail", self.verify_tail, "True or False")
         check_choice("schedule", self.schedule, BILD_SCHEDULES)
+        if self.uses_ngrams and self.rollback_metric != "cross_entropy":
+            raise invalid(
+                "rollback_metric",
+                self.rollback_metric,
+                "cross_entropy with draft_source='ngram+small' (an n-gram token has no "
+                "small-model distribution to compare; cross-entropy needs only p_L of the token)",
+            )
 
 
 @dataclass(frozen=True)
-class SpeculativeParams(SamplingParams):
+class SpeculativeParams(DraftSourceParams):
     """``speculative``: the small model drafts ``window`` (gamma) tokens per large pass."""
 
     window: int = 5

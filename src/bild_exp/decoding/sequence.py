@@ -68,6 +68,8 @@ class TokenSequence:
     length: int = 0
     tokens: list[int] = field(default_factory=list)
     from_large: list[bool] = field(default_factory=list)
+    # per token, True where an n-gram proposal drafted it (draft_source="ngram+small")
+    from_ngram: list[bool] = field(default_factory=list)
     stop_strings: StopStrings | None = None
 
     @classmethod
@@ -94,29 +96,40 @@ class TokenSequence:
         """``(1, length)`` the current decoder input (a view, no copy)."""
         return self.buffer[:, : self.length]
 
-    def write(self, token: torch.Tensor) -> None:
-        """Append a token that is still on the device (drafts: no host sync)."""
+    def write(self, token: torch.Tensor | int) -> None:
+        """Append a token that is still on the device (drafts: no host sync), or a host int
+        not yet kept (an n-gram draft)."""
         self.buffer[0, self.length] = token
         self.length += 1
 
-    def keep_written(self, token_ids: list[int], from_large: list[bool]) -> None:
-        """Keep tokens already written to the buffer after the kept ones (accepted drafts)."""
+    def keep_written(
+        self, token_ids: list[int], from_large: list[bool], from_ngram: bool = False
+    ) -> None:
+        """Keep tokens already written to the buffer after the kept ones (accepted drafts;
+        ``from_ngram``: drafted by an n-gram proposal)."""
         self.tokens.extend(token_ids)
         self.from_large.extend(from_large)
+        self.from_ngram.extend([from_ngram] * len(token_ids))
         self.length = self.prefix_length + len(self.tokens)
 
-    def append(self, token_id: int, from_large: bool) -> None:
+    def append(self, token_id: int, from_large: bool, from_ngram: bool = False) -> None:
         """Append a token known on the host."""
         self.buffer[0, self.length] = token_id
         self.tokens.append(token_id)
         self.from_large.append(from_large)
+        self.from_ngram.append(from_ngram)
         self.length += 1
 
     def truncate(self, n_generated: int) -> None:
         """Keep only the first ``n_generated`` generated tokens."""
         del self.tokens[n_generated:]
         del self.from_large[n_generated:]
+        del self.from_ngram[n_generated:]
         self.length = self.prefix_length + n_generated
+
+    def prompt_ids(self) -> list[int]:
+        """The decoder prefix as host ints (a decoder-only model's prompt)."""
+        return self.buffer[0, : self.prefix_length].tolist()
 
     @property
     def n_generated(self) -> int:

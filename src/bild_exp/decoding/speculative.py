@@ -4,6 +4,10 @@ The small model drafts ``window`` (gamma) tokens, the large model scores them in
 one pass; greedy keeps the longest prefix that matches the large argmax plus one
 large token, sampling applies the ``min(1, p_L / p_S)`` rejection rule. Either
 way the output follows the large model exactly (greedy) or in distribution (sampling).
+
+With ``draft_source="ngram+small"`` an n-gram proposal (:mod:`bild_exp.decoding.ngram`),
+where there is one, is the draft instead of the small model's ``window`` tokens; under
+sampling its draft distribution is one-hot, which the rejection rule handles as any other.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from transformers import PreTrainedModel
 
 from bild_exp.decoding.context import DecodeContext
 from bild_exp.decoding.early_exit import EarlyExit
+from bild_exp.decoding.ngram import ngram_proposal, one_hot_probs, until_end
 from bild_exp.decoding.params import SpeculativeParams
 from bild_exp.decoding.policies import greedy_acceptance, speculative_acceptance
 from bild_exp.decoding.result import GenerationResult, PolicyCounters, build_result
@@ -80,27 +85,42 @@ def decode_speculative(
     sampler, max_new_tokens = context.sampler, context.max_new_tokens
     sequence = context.start(large, input_ids)
     large_runner, small_runner = context.runners(large, small, input_ids, sequence)
+    lookup_prefix = context.lookup_prefix(large, input_ids, sequence)
     counters = PolicyCounters()
     while not sequence.done:
         n_kept = sequence.n_generated
         # Never draft past max_new_tokens: the large pass adds one token after the window.
-        gamma = min(params.window, max_new_tokens - n_kept - 1)
-        # 1. Draft gamma tokens with the small model.
-        draft_probs = draft(small_runner, sequence, gamma, sampler)
+        room = max_new_tokens - n_kept - 1
+        proposal = []
+        if params.uses_ngrams:
+            proposal = ngram_proposal(
+                lookup_prefix + sequence.tokens, params.ngram_size, min(params.ngram_tokens, room)
+            )
+            proposal = until_end(proposal, sequence.eos_token_ids)
+        # 1. Draft: the n-gram proposal, else gamma tokens of the small model.
+        if proposal:
+            gamma = len(proposal)
+            for token_id in proposal:
+                sequence.write(token_id)
+            draft_probs = None  # one-hot, once the large model's vocabulary width is known
+        else:
+            gamma = min(params.window, room)
+            draft_probs = draft(small_runner, sequence, gamma, sampler)
         draft_tokens = sequence.view()[0, sequence.length - gamma :]
         # 2. One large pass over the drafts.
         large_logits = large_runner.forward(sequence.view())[-(gamma + 1) :]
+        if proposal and not sampler.greedy:
+            draft_probs = one_hot_probs(proposal, large_logits.shape[-1], large_logits.device)
         # 3. Accept a prefix and add the large model's token (one host sync).
         n_accepted, next_token = verify(large_logits, draft_tokens, draft_probs, sampler)
         synced = torch.cat([n_accepted.view(1), next_token.view(1), draft_tokens]).tolist()
         n_accepted, next_token_id, drafted = synced[0], synced[1], synced[2:]
-        counters.accepted_lengths.append(n_accepted)
-        counters.drafted_lengths.append(gamma)
+        counters.verified(gamma, n_accepted, gamma if proposal else 0)
         if n_accepted < gamma:
             counters.n_rollbacks += 1
             counters.n_rolled_back_tokens += gamma - n_accepted
         sequence.truncate(n_kept)
-        sequence.keep_written(drafted[:n_accepted], [False] * n_accepted)
+        sequence.keep_written(drafted[:n_accepted], [False] * n_accepted, bool(proposal))
         sequence.append(next_token_id, from_large=True)
         sequence.clip_after_stop()
         # 4. Crop both caches to the kept tokens.

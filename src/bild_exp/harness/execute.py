@@ -38,6 +38,7 @@ STAT_COLUMNS = (
     "n_rolled_back_tokens",
     "n_small_tokens",
     "n_large_tokens",
+    "n_ngram_tokens",
     "n_forced_verifications",
     "n_tail_verifications",
     "n_oracle_replacements",
@@ -45,6 +46,9 @@ STAT_COLUMNS = (
 LIST_STAT_COLUMNS = (
     "accepted_lengths",
     "drafted_lengths",
+    "draft_sources",
+    "ngram_drafted_lengths",
+    "ngram_accepted_lengths",
     "large_call_shapes",
     "small_call_shapes",
     "call_exit_layers",

@@ -28,7 +28,15 @@ RATE_COLUMNS = [
     "mean_accepted_length",
     "acceptance_rate",
 ]
-OPTIONAL_COLUMNS = ["agreement_vs_large", "mean_exit_layer", "flops_per_token"]  # when present
+# when present (the per-source columns: where some configuration drafted n-grams)
+OPTIONAL_COLUMNS = [
+    "agreement_vs_large",
+    "mean_exit_layer",
+    "flops_per_token",
+    "ngram_token_pct",
+    "ngram_acceptance_rate",
+    "small_acceptance_rate",
+]
 
 
 def interval(low: pd.Series, high: pd.Series, digits: int) -> pd.Series:

@@ -74,6 +74,7 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
     )
     row.update(latency_spread(group["latency_s"]))
     row.update(acceptance_summary(group))
+    row.update(source_summary(group, n_tokens))
     row.update(cost_summary(group, n_tokens))
     exits = [
         d for depths in group.get("exit_layers", pd.Series(dtype=object)).dropna() for d in depths
@@ -110,6 +111,70 @@ def acceptance_summary(group: pd.DataFrame) -> dict[str, Any]:
         ),
         "position_accepted": json.dumps(accepted),
         "position_drafted": json.dumps(drafted),
+    }
+
+
+SOURCE_COLUMNS = (
+    "n_ngram_tokens",
+    "ngram_token_pct",
+    "ngram_drafted",
+    "ngram_accepted",
+    "ngram_acceptance_rate",
+    "small_acceptance_rate",
+    "ngram_large_calls",
+    "small_large_calls",
+    "ngram_acceptance_by_position",
+    "small_acceptance_by_position",
+)
+
+
+def source_summary(group: pd.DataFrame, n_tokens: int) -> dict[str, Any]:
+    """Per draft source (``draft_source="ngram+small"``): output tokens each wrote, draft
+    tokens proposed and kept, the large passes each sent, and per-position acceptance
+    (positions counted from the start of that source's part of a pass); None where no
+    record has an n-gram draft (other draft sources, methods that do not draft, records
+    written before the columns)."""
+    empty = dict.fromkeys(SOURCE_COLUMNS)
+    needed = ["draft_sources", "ngram_drafted_lengths", "ngram_accepted_lengths"]
+    if any(column not in group for column in needed):
+        return empty
+    calls = group.dropna(subset=[*needed, "drafted_lengths", "accepted_lengths"])
+    if len(calls) < len(group) or not any("ngram" in list(s) for s in calls["draft_sources"]):
+        return empty
+    parts: dict[str, tuple[list[list[int]], list[list[int]]]] = {
+        "ngram": ([], []),
+        "small": ([], []),
+    }
+    for _, row in calls.iterrows():
+        drafted, accepted = list(row["drafted_lengths"]), list(row["accepted_lengths"])
+        ngram_drafted, ngram_kept = (
+            list(row["ngram_drafted_lengths"]),
+            list(row["ngram_accepted_lengths"]),
+        )
+        small_drafted = [d - n for d, n in zip(drafted, ngram_drafted, strict=True)]
+        small_kept = [min(a, d) for a, d in zip(accepted, small_drafted, strict=True)]
+        parts["ngram"][0].append(ngram_kept)
+        parts["ngram"][1].append(ngram_drafted)
+        parts["small"][0].append(small_kept)
+        parts["small"][1].append(small_drafted)
+    out: dict[str, Any] = {}
+    for source, (kept, drafted) in parts.items():
+        n_kept, n_drafted = sum(map(sum, kept)), sum(map(sum, drafted))
+        out[f"{source}_acceptance_rate"] = n_kept / n_drafted if n_drafted else None
+        by_position = stats.acceptance_by_position(kept, drafted)
+        out[f"{source}_acceptance_by_position"] = json.dumps(
+            [round(a / d, 4) for a, d in zip(*by_position, strict=True) if d]
+        )
+        if source == "ngram":
+            out.update(ngram_drafted=int(n_drafted), ngram_accepted=int(n_kept))
+    sources = [source for row in calls["draft_sources"] for source in row]
+    n_ngram_tokens = int(group["n_ngram_tokens"].sum())
+    return {
+        **out,
+        "n_ngram_tokens": n_ngram_tokens,
+        "ngram_token_pct": 100 * n_ngram_tokens / max(n_tokens, 1),
+        "ngram_large_calls": sources.count("ngram"),
+        "small_large_calls": sources.count("small"),
     }
 
 
