@@ -11,6 +11,7 @@ import torch
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
+from bild_exp.decoding.weight_only import model_bytes, quantized_twin
 from bild_exp.harness.models import load_pair
 from tests.harness_fixtures import compose_sweep
 
@@ -55,3 +56,57 @@ def test_lossless_bild_and_speculative_equal_vanilla_large(coder):
         )
         assert bild.tokens == vanilla
         assert generate("speculative", window=4, **common).tokens == vanilla
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_lossless_bild_and_speculative_with_a_quantised_drafter_equal_vanilla_large(coder, weights):
+    pair, prompts = coder
+    drafter = quantized_twin(pair.smalls["base"], weights)
+    for ids in prompts:
+        common = {
+            "large": pair.large,
+            "small": drafter,
+            "input_ids": ids,
+            "max_new_tokens": MAX_NEW,
+        }
+        vanilla = generate("large", **{**common, "small": None}).tokens
+        bild = generate(
+            "bild", fallback_threshold=0.7, rollback_threshold=0.0, verify_tail=True, **common
+        )
+        assert bild.tokens == vanilla
+        assert generate("speculative", window=4, **common).tokens == vanilla
+
+
+def test_a_quantised_small_model_is_smaller_than_its_float32_self(coder):
+    pair, _ = coder
+    small = pair.smalls["base"]
+    float_bytes = model_bytes(small)
+    assert float_bytes > 1.5e9  # 0.49 B float32 parameters
+    for weights, most in (("int8", 0.4), ("int4", 0.3)):
+        twin = quantized_twin(small, weights)
+        # the twin shares the float model's norms: its own bytes are the quantised weights
+        assert model_bytes(twin) < most * float_bytes, weights
+
+
+def test_lossless_bild_and_speculative_with_ngram_drafts_equal_vanilla_large(coder):
+    pair, prompts = coder
+    drafter = quantized_twin(pair.smalls["base"], "int8")
+    ngram = {"draft_source": "ngram+small", "ngram_size": 2, "ngram_tokens": 10}
+    n_ngram_passes = 0
+    for ids in prompts:
+        common = {"large": pair.large, "input_ids": ids, "max_new_tokens": 48}
+        vanilla = generate("large", **common).tokens
+        for small in (pair.smalls["base"], drafter):
+            bild = generate(
+                "bild",
+                small=small,
+                fallback_threshold=0.7,
+                rollback_threshold=0.0,
+                verify_tail=True,
+                **ngram,
+                **common,
+            )
+            speculative = generate("speculative", small=small, window=4, **ngram, **common)
+            assert bild.tokens == vanilla and speculative.tokens == vanilla
+            n_ngram_passes += bild.stats["draft_sources"].count("ngram")
+    assert n_ngram_passes > 0  # the answers restate their prompts' signatures
