@@ -28,7 +28,7 @@ DEMO_LIMIT ?= 120
 LLM_DEMO_LIMIT ?= 25
 # make demo: the three HumanEval problems with the shortest prompt plus canonical solution in the
 # pair's tokens (43, 49 and 52): on 2 CPU cores vanilla large takes minutes on a median-length
-# problem (HumanEval/0), and the demo runs 8 configurations; each configuration first decodes
+# problem (HumanEval/0), and the demo runs 23 configurations; each configuration first decodes
 # 16 tokens of one problem untimed (warm-up). `make humaneval` runs all 164.
 HUMANEVAL_DEMO_IDS ?= [HumanEval/23,HumanEval/27,HumanEval/45]
 LLM_BENCH_EXAMPLES ?= 30
@@ -172,7 +172,7 @@ fig7: setup ## Paper Figure 7: BiLD early exit vs CALM (translation tasks)
 fig8: setup ## Paper Figure 8: analytical FLOPs, memory traffic and arithmetic intensity
 	$(call paper_target,fig8,$(PAPER_TASKS_TWO))
 
-demo-figures: setup ## Figures 6, 7 and 8 on the demo task into results/demo (~25 min on 2 CPU cores)
+demo-figures: setup ## Figures 6, 7 and 8 on the demo task into results/demo (~50 min on 2 CPU cores)
 	$(MAKE) fig6 fig7 fig8 TASKS=demo LIMIT=$(or $(LIMIT),$(DEMO_FIGURE_LIMIT)) RESULTS=results/demo
 
 demo-early-exit: setup ## Fine-tune the demo early-exit (BiLD) and CALM models (~35 min on 2 CPU cores)
