@@ -25,6 +25,7 @@ from bild_exp.decoding.weight_only import (
     QUANTIZED_FORMATS,
     model_bytes,
     quantize_model,
+    quantized_twin,
     weights_of,
 )
 from bild_exp.errors import BildError, InvalidParameterError
@@ -248,15 +249,21 @@ def load_pair(
         check_early_exit_depth(pair_cfg)
     large = load("large") if need_large or "early_exit" in variants else None
     smalls: dict[str, PreTrainedModel | EarlyExit] = {}
-    for variant in variants:
+    # the float variants first: a quantised variant of a loaded base small is its twin (no
+    # second load of pair.small, whose float copy would only be quantised and released)
+    for variant in sorted(variants, key=lambda name: name in QUANTIZED_FORMATS):
         if variant == "early_exit":
             smalls[variant] = EarlyExit(large, layers=pair_cfg.early_exit_layers)
+            continue
+        if variant in QUANTIZED_FORMATS and "base" in smalls:
+            smalls[variant] = quantized_twin(smalls["base"], variant, int4_group_size(pair_cfg))
             continue
         smalls[variant] = load(SMALL_CHECKPOINTS[variant], large)
         if large is not None:
             check_pair(large, smalls[variant], pair_cfg.architecture)
         if variant in QUANTIZED_FORMATS:
             quantize_model(smalls[variant], variant, int4_group_size(pair_cfg))
+    smalls = {variant: smalls[variant] for variant in variants}  # in the order asked for
     calm = load("calm_model") if need_calm and pair_cfg.get("calm_model") else None
     if calm is not None and large is not None:
         check_pair(large, calm, pair_cfg.architecture)
