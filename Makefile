@@ -49,7 +49,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs
+.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval humaneval-summary demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -116,8 +116,18 @@ demo: setup ## The main job: Qwen2.5-Coder 0.5B drafting for 1.5B on a HumanEval
 demo-compiled: setup ## make demo's pair and problems on the compiled path (vanilla large, BiLD, speculative): compile time and peak memory in the manifest
 	$(PY) -m bild_exp.sweep +task=humaneval grid=humaneval_demo method=vs_speculative engine.compile=true experiment_name=demo-compiled data.example_ids=$(HUMANEVAL_DEMO_IDS) data.limit=$(or $(LIMIT),null) data.warmup=1 logger=none $(DRY_FLAG) $(EXTRA)
 
-humaneval: setup ## All 164 HumanEval problems on the Qwen2.5-Coder pair, every method (many CPU hours; resumable: rerun to continue)
-	$(PY) -m bild_exp.sweep +task=humaneval experiment_name=humaneval data.limit=$(or $(LIMIT),null) logger.mode=offline $(DRY_FLAG) $(EXTRA)
+# make humaneval: all 164 problems with the fixed configuration set (conf/method/humaneval_fixed.yaml),
+# interleaved per problem in one timing block per process; each finished problem's records are
+# written under results/humaneval/ at once and committed, so the same command continues from the
+# committed state on any machine. RUN_FOR=2h stops cleanly before a problem that would end after
+# the budget; LIMIT=N stops after the first N problems; a cluster job takes EXTRA=data.shard=i/n.
+RUN_FOR ?=
+HUMANEVAL_RUN = +task=humaneval method=humaneval_fixed experiment_name=humaneval baselines_dir=results/humaneval/_baselines sweep.record_parts=per_example data.warmup=1 data.warmup_max_new_tokens=16 logger.mode=offline
+humaneval: setup ## All 164 HumanEval problems, every configuration of the fixed set, continuing from the committed records [RUN_FOR=2h LIMIT=N]
+	$(PY) -m bild_exp.sweep $(HUMANEVAL_RUN) data.limit=$(or $(LIMIT),null) sweep.run_for=$(or $(RUN_FOR),null) $(DRY_FLAG) $(EXTRA)
+
+humaneval-summary: setup ## make humaneval's summary, headline table, plots and W&B run from the committed records (decodes nothing)
+	$(PY) -m bild_exp.sweep $(HUMANEVAL_RUN) data.limit=null sweep.summary_only=true $(EXTRA)
 
 demo-synopsis: setup ## The SmolLM2-135M-Instruct pair (small cut from it and trained here) on Debian synopses, offline
 	$(PY) -m bild_exp.sweep +task=synopsis method=llm_demo experiment_name=demo data.limit=$(or $(LIMIT),$(LLM_DEMO_LIMIT)) logger.mode=offline $(DRY_FLAG)

@@ -16,6 +16,7 @@ from bild_exp.decoding.weight_only import QUANTIZED_FORMATS, check_group_size, c
 from bild_exp.errors import InvalidParameterError
 from bild_exp.flops import ModelShape
 from bild_exp.harness.execution import execution_limits
+from bild_exp.harness.long_run import check_record_parts, parse_duration, parse_shard
 from bild_exp.harness.models import int4_group_size, model_config, resolve_device
 from bild_exp.harness.plan import RunConfig
 from bild_exp.wandb_setup import check_mode
@@ -33,6 +34,7 @@ def check_settings(cfg: DictConfig) -> None:
         1,
         "null (the task's limit)",
     )
+    parse_shard(cfg.data.get("shard"))
     check_stats(cfg.stats)
     check_timing(cfg.sweep)
     check_integer(
@@ -65,12 +67,15 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def check_timing(timing: Any) -> None:
-    """``sweep.retime_loaded`` and ``sweep.call_cost_repeats`` (conf/sweep.yaml)."""
-    if not isinstance(timing.retime_loaded, bool):
-        raise InvalidParameterError(
-            f"sweep.retime_loaded={timing.retime_loaded!r} is invalid: accepted true or false"
-        )
+    """``sweep.*`` (conf/sweep.yaml): re-timing, per-call costs, the time budget, how
+    records are written, summary-only runs."""
+    for key in ("retime_loaded", "summary_only"):
+        value = timing.get(key, False)
+        if not isinstance(value, bool):
+            raise InvalidParameterError(f"sweep.{key}={value!r} is invalid: accepted true or false")
     check_integer("sweep.call_cost_repeats", timing.call_cost_repeats, 0)
+    parse_duration(timing.get("run_for"))
+    check_record_parts(timing.get("record_parts", "compact"))
 
 
 def check_stats(settings: Any) -> None:

@@ -22,6 +22,7 @@ from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.sequence import StopStrings
 from bild_exp.flops import ModelShape, generation_cost
 from bild_exp.harness.blocks import TimingBlock, load_average, rotated
+from bild_exp.harness.long_run import RunProgress
 from bild_exp.harness.models import LoadedPair
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.settings import DecodeSettings
@@ -243,9 +244,11 @@ class RecordBuffer:
     def add(self, config_id: str, row: dict[str, Any]) -> None:
         self.rows[config_id].append(row)
 
-    def example_done(self) -> None:
+    def example_done(self, flush: bool = False) -> None:
+        """One example's records are complete (``flush``: write them now)."""
         self.examples += 1
-        if self.examples % FLUSH_EVERY == 0 or time.monotonic() - self.last_flush > FLUSH_SECONDS:
+        due = self.examples % FLUSH_EVERY == 0 or time.monotonic() - self.last_flush > FLUSH_SECONDS
+        if flush or due:
             self.flush()
 
     def flush(self) -> None:
@@ -265,13 +268,19 @@ def execute_interleaved(
     settings: DecodeSettings,
     block: TimingBlock,
     on_record: Callable[[], None] = lambda: None,
+    progress: RunProgress | None = None,
+    per_example: bool = False,
+    on_example: Callable[[str], None] = lambda line: None,
 ) -> int:
     """Time ``work`` (example id -> configuration ids, :func:`timing_work`): example after
     example, every configuration of an example before the next example, in an order that
     rotates from example to example, so that the machine's drifts hit every configuration
     alike. Each configuration's warm-up runs once, before the first timed example. Records
     carry ``block``; ``stores``: each configuration's store (its lock held by the caller).
-    Returns the number of records written."""
+    ``progress``: counts finished examples (``on_example`` gets its line) and stops before
+    an example its time budget cannot hold; ``per_example``: each example's records are
+    written as soon as it ends (``sweep.record_parts=per_example``). Returns the number of
+    records written."""
     by_id = {run.config_id: run for run in runs}
     active = [run for run in runs if any(run.config_id in ids for ids in work.values())]
     if not active:
@@ -280,9 +289,13 @@ def execute_interleaved(
         stores[run.config_id].save_examples([example_row(item.example) for item in items])
     for run in active:
         warm_up(run, pair, items, settings)
+    if progress is not None:  # the rate counts timed examples, not warm-ups
+        progress.started = time.monotonic()
     buffer, written = RecordBuffer({run.config_id: stores[run.config_id] for run in active}), 0
     try:
         for index, item in enumerate(item for item in items if item.example.id in work):
+            if progress is not None and progress.out_of_time():
+                break
             for config_id in rotated(work[item.example.id], index):
                 run = by_id[config_id]
                 result, timing = timed_decode(run, pair, item, settings)
@@ -292,7 +305,9 @@ def execute_interleaved(
                 buffer.add(config_id, {**context, **row, **timing, **block.columns()})
                 written += 1
                 on_record()
-            buffer.example_done()
+            buffer.example_done(flush=per_example)
+            if progress is not None:
+                on_example(progress.example_done())
     finally:  # finished examples are complete records, even when Ctrl-C stops the next one
         buffer.flush()
     return written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from bild_exp.harness.fingerprint import (
     dataset_fingerprint,
     run_folder,
 )
+from bild_exp.harness.long_run import RunProgress, shard_label, shard_of
 from bild_exp.harness.manifest import build_manifest, machine_load, peak_memory_gb
 from bild_exp.harness.modelled_latency import (
     block_table,
@@ -101,6 +103,15 @@ def select_examples(
             f"task {task.name!r} has no example with both a source and a reference in the first "
             f"{len(examples)} rows of split {settings.split!r}"
         )
+    if settings.shard is not None:  # one cluster job's range of the slice
+        sliced = shard_of(kept, settings.shard)
+        if not sliced:
+            index, count = settings.shard
+            raise DataError(
+                f"data.shard='{index}/{count}' is invalid: it holds none of the {len(kept)} "
+                "examples of the slice; accepted fewer shards than examples"
+            )
+        kept = sliced
     return kept, empty
 
 
@@ -164,30 +175,50 @@ def sweep_on_device(
     baselines.verify()
     if cfg.pair.architecture == "decoder-only":  # a chat prompt needs a chat template: check first
         task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
-    variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
+    started = time.monotonic()  # sweep.run_for counts from here: loading is part of it
     kernels = engine_cpu_kernels(cfg)
     load_before = machine_load()  # before the models load: what else was running
-    pair = load_pair(
-        cfg.pair, variants, need_calm=any(run.method == "calm" for run in runs), cpu_kernels=kernels
-    )
-    store.claim(fingerprint)  # only once the models load: a typo in a path locks nothing
-    baselines.claim(fingerprint)
-    items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     context = {"task": task.name, "pair": cfg.pair.name, "split": settings.split}
-    block = start_block()
-    try:
-        computed = execute_all(runs, items, pair, (store, baselines), context, cfg, block)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"{len(store.done_keys())} records in {str(store.parts_dir)!r} and "
-            f"{len(baselines.done_keys())} in {str(baselines.parts_dir)!r} are saved; "
-            "the same command resumes where this one stopped"
-        ) from None
-    if computed:  # this block's machine and per-call costs, next to its records
-        save_block(block, pair, items, (store, baselines), cfg, settings)
+    pair, computed = None, 0
+    if settings.summary_only:  # the stored records only: the tokenizer, no model
+        tokenizer = load_tokenizer(cfg.pair)
+        items = encode(examples, tokenizer, task, torch_device, cfg.pair.architecture)
+    else:
+        variants = sorted({run.small_variant for run in runs if run.small_variant != "-"})
+        pair = load_pair(
+            cfg.pair,
+            variants,
+            need_calm=any(run.method == "calm" for run in runs),
+            cpu_kernels=kernels,
+        )
+        tokenizer = pair.tokenizer
+        store.claim(fingerprint)  # only once the models load: a typo in a path locks nothing
+        baselines.claim(fingerprint)
+        items = encode(examples, tokenizer, task, pair.device, cfg.pair.architecture)
+        block = start_block()
+        deadline = None if settings.run_for_s is None else started + settings.run_for_s
+        progress = RunProgress(len(items), 0, deadline, settings.run_for_s)
+        try:
+            computed = execute_all(
+                runs, items, pair, (store, baselines), context, cfg, block, progress
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"{len(store.done_keys())} records in {str(store.parts_dir)!r} and "
+                f"{len(baselines.done_keys())} in {str(baselines.parts_dir)!r} are saved; "
+                "the same command resumes where this one stopped"
+            ) from None
+        print(progress.closing_line())
+        if computed:  # this block's machine and per-call costs, next to its records
+            save_block(block, pair, items, (store, baselines), cfg, settings)
     blocks = {**baselines.blocks(), **store.blocks()}
-    timings = with_modelled_latency(collect_records(runs, examples, store, baselines), blocks)
-    records = scored_texts(latest_outputs(timings), pair.tokenizer, cfg.scoring)
+    stored = collect_records(runs, examples, store, baselines)
+    if stored.empty:  # stopped before its first example: nothing to summarise yet
+        print(f"no records in {str(run_dir)!r} yet: no summary written")
+        empty = pd.DataFrame()
+        return SweepOutcome(run_dir, empty, empty, empty)
+    timings = with_modelled_latency(stored, blocks)
+    records = scored_texts(latest_outputs(timings), tokenizer, cfg.scoring)
     if task.metric == "pass_at_1":  # run the problems' tests on every answer, untimed
         records = executed(records, examples, task, run_dir)
     quality = quality_column(task.metric, task.extra.get("quality"))
@@ -199,9 +230,9 @@ def sweep_on_device(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
     manifest["cpu_kernels"] = kernels
-    manifest["weights"] = pair.weights_report()
     # a rerun that timed nothing keeps the load, memory and block of the run that did
     previous = previous_manifest(run_dir)
+    manifest["weights"] = pair.weights_report() if pair is not None else previous.get("weights")
     manifest["machine_load"] = (
         {"cores": os.cpu_count(), "before": load_before, "after": machine_load()}
         if computed
@@ -210,7 +241,7 @@ def sweep_on_device(
     manifest["peak_memory_gb"] = peak_memory_gb() if computed else previous.get("peak_memory_gb")
     manifest["timing_block"] = block.columns() if computed else previous.get("timing_block")
     manifest["timing_blocks"] = blocks_in(summary)
-    if settings.decode.compile_mode is not None:  # kept out of every timed example: here
+    if settings.decode.compile_mode is not None and pair is not None:  # outside timed examples
         manifest["compile"] = compile_report(pair)
     record_dirs = store.data_dirs + baselines.data_dirs
     write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs)
@@ -262,15 +293,19 @@ def blocks_in(summary: pd.DataFrame) -> dict[str, int]:
 
 
 def hold_locks(
-    runs: list[RunConfig], target: Callable[[RunConfig], RecordStore], wait: bool
+    runs: list[RunConfig],
+    target: Callable[[RunConfig], RecordStore],
+    wait: bool,
+    shard: str = "",
 ) -> tuple[dict[str, ExitStack], list[RunConfig]]:
-    """Each run's lock in its store (``wait``: until free; else skipped when another
-    process holds it): the held locks by configuration, and the runs left out."""
+    """Each run's lock in its store, for this ``shard`` of the examples (``wait``: until
+    free; else skipped when another process holds it): the held locks by configuration,
+    and the runs left out."""
     held, busy = {}, []
     for run in runs:
         stack = ExitStack()
         try:
-            stack.enter_context(target(run).lock(run.config_id, wait=wait))
+            stack.enter_context(target(run).lock(run.config_id, wait=wait, shard=shard))
         except BusyError as error:
             log.info("%s: computing the other configurations first", error)
             busy.append(run)
@@ -287,24 +322,29 @@ def execute_all(
     context: dict[str, Any],
     cfg: DictConfig,
     block: TimingBlock,
+    progress: RunProgress | None = None,
 ) -> int:
     """Every run's missing records and the re-timings its pairs need, interleaved per
     example in one timing block (:func:`bild_exp.harness.blocks.timing_work`); returns the
     records written. A configuration that another process is computing (its lock is held)
     is left for last and then waited for, with every configuration that is timed against
-    it, so parallel sweeps on one folder never compute a record twice."""
+    it, so parallel sweeps on one folder never compute a record twice (jobs of different
+    ``data.shard`` ranges hold their own locks and run side by side). ``progress`` counts
+    the examples done and stops the run when its time budget is spent."""
     store, baselines = stores
 
     def target(run: RunConfig) -> RecordStore:
         return baselines if run.is_baseline else store
 
-    decode = resolve_settings(cfg).decode
+    settings = resolve_settings(cfg)
+    decode, per_example = settings.decode, settings.record_parts == "per_example"
+    shard = shard_label(settings.shard)
     references = reference_runs(runs)
     example_ids = [item.example.id for item in items]
     pending, wait, written = list(runs), False, 0
     with tqdm(total=0, disable=not cfg.progress, unit="record") as bar:
         while pending:
-            held, deferred = hold_locks(pending, target, wait)
+            held, deferred = hold_locks(pending, target, wait, shard)
             # a run is timed in the same block as its reference, or waits with it
             here = [r for r in pending if r.config_id in held]
             waiting = [r for r in here if references[r.config_id] not in (None, *held)]
@@ -321,6 +361,8 @@ def execute_all(
                 )
                 ids = [r.config_id for r in here]
                 work = timing_work(ids, references, example_ids, stored, cfg.sweep.retime_loaded)
+                if progress is not None and not progress.n_this_block and len(here) == len(runs):
+                    progress.n_done = len(example_ids) - len(work.by_example)
                 bar.total += work.n_calls
                 bar.refresh()
                 written += execute_interleaved(
@@ -333,12 +375,18 @@ def execute_all(
                     decode,
                     block,
                     lambda: bar.update(1),
+                    progress,
+                    per_example,
+                    tqdm.write,
                 )
-                for run in here:
-                    target(run).compact(run.config_id)
+                if not per_example:  # committed parts are never rewritten
+                    for run in here:
+                        target(run).compact(run.config_id)
             finally:
                 for stack in held.values():
                     stack.close()
+            if progress is not None and progress.stopped_early:
+                break
             # the runs left, with their references (timed again beside them), in run order:
             # every process takes the locks in one order
             left = {r.config_id for r in (*deferred, *waiting)}
@@ -353,7 +401,9 @@ def collect_records(
     """The planned configurations' records for this slice, from the run and baseline stores."""
     wanted_configs = {run.config_id for run in runs}
     wanted_examples = {example.id for example in examples}
-    frames = [store.read() for store in stores]
-    records = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    frames = [frame for frame in (store.read() for store in stores) if len(frame)]
+    if not frames:
+        return pd.DataFrame(columns=["config_id", "example_id"])
+    records = pd.concat(frames, ignore_index=True)
     keep = records["config_id"].isin(wanted_configs) & records["example_id"].isin(wanted_examples)
     return records[keep].reset_index(drop=True)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from bild_exp.harness.long_run import parse_duration, parse_shard
+
 
 @dataclass(frozen=True)
 class DecodeSettings:
@@ -26,6 +28,10 @@ class SweepSettings:
     limit: int | None
     example_ids: list[str] | None
     decode: DecodeSettings
+    shard: tuple[int, int] | None = None  # data.shard: (index, count)
+    run_for_s: float | None = None  # sweep.run_for in seconds
+    record_parts: str = "compact"  # sweep.record_parts
+    summary_only: bool = False  # sweep.summary_only
 
 
 def engine_compile(cfg: DictConfig) -> str | None:
@@ -39,6 +45,7 @@ def resolve_settings(cfg: DictConfig) -> SweepSettings:
     task, data = cfg.task, cfg.data
     stops = task.get("stop_strings")
     ids = data.get("example_ids")
+    timing = cfg.get("sweep") or {}
     return SweepSettings(
         split=data.split or task.split,
         limit=data.limit,
@@ -50,4 +57,8 @@ def resolve_settings(cfg: DictConfig) -> SweepSettings:
             stop_strings=OmegaConf.to_container(stops) if OmegaConf.is_list(stops) else stops,
             compile_mode=engine_compile(cfg),
         ),
+        shard=parse_shard(data.get("shard")),
+        run_for_s=parse_duration(timing.get("run_for")),
+        record_parts=timing.get("record_parts", "compact"),
+        summary_only=bool(timing.get("summary_only", False)),
     )

@@ -214,9 +214,11 @@ class RecordStore:
             except Exception:  # noqa: BLE001 - pyarrow raises several types
                 read_part(path, None)  # the one-line error (or the file is fine after all)
 
-    def lock(self, config_id: str, wait: bool = False):
-        """One process at a time computes a configuration's records in this folder."""
-        return file_lock(self.directory / "locks" / f"{config_id}.lock", wait)
+    def lock(self, config_id: str, wait: bool = False, shard: str = ""):
+        """One process at a time computes a configuration's records in this folder (of one
+        shard of the examples: ``shard`` names it, :func:`bild_exp.harness.long_run.shard_label`;
+        shards hold disjoint examples, so their jobs run side by side)."""
+        return file_lock(self.directory / "locks" / f"{config_id}{shard}.lock", wait)
 
     def part_files(self, config_id: str | None = None) -> list[Path]:
         """Every part, or ``config_id``'s own."""
