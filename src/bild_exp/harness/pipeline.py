@@ -17,7 +17,14 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from bild_exp.data.tasks import DataError, Example, TaskSpec, load_examples, task_from_config
+from bild_exp.data.tasks import (
+    DataError,
+    Example,
+    TaskSpec,
+    load_examples,
+    stratified_sample,
+    task_from_config,
+)
 from bild_exp.decoding.compiled import compile_stats
 from bild_exp.errors import Interrupted
 from bild_exp.harness.blocks import (
@@ -28,6 +35,7 @@ from bild_exp.harness.blocks import (
     start_block,
     timing_work,
 )
+from bild_exp.harness.by_length import by_length
 from bild_exp.harness.checks import check_paper_device, engine_cpu_kernels
 from bild_exp.harness.execute import EncodedExample, encode, execute_interleaved
 from bild_exp.harness.execution import execute_records, execution_limits
@@ -37,7 +45,7 @@ from bild_exp.harness.fingerprint import (
     dataset_fingerprint,
     run_folder,
 )
-from bild_exp.harness.long_run import RunProgress, shard_label, shard_of
+from bild_exp.harness.long_run import RunProgress, complete_examples, shard_label, shard_of
 from bild_exp.harness.manifest import build_manifest, machine_load, peak_memory_gb
 from bild_exp.harness.modelled_latency import (
     block_table,
@@ -103,6 +111,8 @@ def select_examples(
             f"task {task.name!r} has no example with both a source and a reference in the first "
             f"{len(examples)} rows of split {settings.split!r}"
         )
+    if settings.sample is not None:  # a subset that spans the slice's lengths (make demo)
+        kept = stratified_sample(kept, settings.sample, settings.sample_seed)
     if settings.shard is not None:  # one cluster job's range of the slice
         sliced = shard_of(kept, settings.shard)
         if not sliced:
@@ -213,6 +223,14 @@ def sweep_on_device(
             save_block(block, pair, items, (store, baselines), cfg, settings)
     blocks = {**baselines.blocks(), **store.blocks()}
     stored = collect_records(runs, examples, store, baselines)
+    if settings.record_parts == "per_example" and not stored.empty:  # a long run's table
+        stored, n_partial = complete_examples(stored, [run.config_id for run in runs])
+        n_complete = stored["example_id"].nunique()
+        print(
+            f"summary over the {n_complete} of {len(examples)} examples that every "
+            f"configuration has finished ({n_partial} partly finished left out until a run "
+            "finishes them)"
+        )
     if stored.empty:  # stopped before its first example: nothing to summarise yet
         print(f"no records in {str(run_dir)!r} yet: no summary written")
         empty = pd.DataFrame()
@@ -244,7 +262,8 @@ def sweep_on_device(
     if settings.decode.compile_mode is not None and pair is not None:  # outside timed examples
         manifest["compile"] = compile_report(pair)
     record_dirs = store.data_dirs + baselines.data_dirs
-    write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs)
+    lengths = by_length(latest_outputs(records), timings, summary, stats_settings)
+    write_outputs(run_dir, summary, points, manifest, quality, cfg, record_dirs, lengths)
     blocks_csv = block_table(timings, blocks).to_csv(index=False)
     atomic_write_bytes(run_dir / "blocks.csv", blocks_csv.encode())
     print(format_summary(summary, quality, device, notes(summary, manifest)))

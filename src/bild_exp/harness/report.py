@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from bild_exp import plots
 from bild_exp.harness.blocks import LOAD_MARGIN
+from bild_exp.harness.by_length import length_table
 from bild_exp.harness.plan import GRID_AXES
 from bild_exp.harness.store import atomic_write_bytes, atomic_write_json
 from bild_exp.harness.summary import resolution_notes
@@ -78,6 +80,50 @@ def table(summary: pd.DataFrame, quality: str) -> pd.DataFrame:
     return frame.round(3)
 
 
+HEADLINE_POSITIONS = 4  # per-position acceptance shown for the first draft positions
+
+
+def headline_table(summary: pd.DataFrame, quality: str) -> pd.DataFrame:
+    """The table a reader quotes, one row per configuration: quality with its paired
+    interval against vanilla large, answers equal to vanilla's, the measured speedup with
+    its same-block interval and the modelled one (per-call costs), large calls and
+    acceptance (overall and at the first draft positions)."""
+    frame = with_intervals(summary)
+    rows = pd.DataFrame(index=frame.index)
+    rows["configuration"] = [label_of(row) for _, row in frame.iterrows()]
+    rows["n_examples"] = frame["n_examples"]
+    rows[quality] = frame[quality].round(2)
+    rows["diff_vs_large_ci"] = frame.get("diff_vs_large_ci")
+    rows["exact_match_vs_large"] = frame.get("exact_match_vs_large")
+    rows["speedup"] = frame["speedup"].round(2)
+    rows["speedup_ci"] = frame.get("speedup_ci")
+    rows["modelled_speedup"] = frame.get("modelled_speedup")
+    rows["large_call_pct"] = frame.get("large_call_pct")
+    rows["acceptance_rate"] = frame.get("acceptance_rate")
+    rows["acceptance_first_positions"] = [
+        first_positions(value) for value in frame.get("acceptance_by_position", [None] * len(frame))
+    ]
+    order = rows["speedup"].fillna(0).sort_values(ascending=False, kind="stable").index
+    return rows.loc[order].round(3).reset_index(drop=True)
+
+
+def label_of(row: pd.Series) -> str:
+    """``study (small variant; the swept values it has)``, e.g. ``bild (base; 0.7/5)``."""
+    parts = [] if row.get("small_variant") in (None, "-") else [str(row["small_variant"])]
+    thresholds = [row.get("fallback_threshold"), row.get("rollback_threshold")]
+    if all(pd.notna(t) for t in thresholds):
+        parts.append(f"{thresholds[0]:g}/{thresholds[1]:g}")
+    return f"{row['study']} ({'; '.join(parts)})" if parts else str(row["study"])
+
+
+def first_positions(value: object) -> str:
+    """The first :data:`HEADLINE_POSITIONS` per-position acceptance rates, as text."""
+    if not isinstance(value, str) or not value:
+        return ""
+    rates = json.loads(value)[:HEADLINE_POSITIONS]
+    return " ".join(f"{rate:.2f}" for rate in rates)
+
+
 def points_table(points: pd.DataFrame) -> pd.DataFrame:
     """operating_points.csv with its intervals as ``[low, high]`` text, rounded to print."""
     if points.empty:
@@ -131,10 +177,23 @@ def block_note(summary: pd.DataFrame) -> str | None:
     return line
 
 
+def sample_note(manifest: dict[str, Any]) -> str | None:
+    """One line when the examples are a stratified subset (``data.sample``): the table is
+    not the benchmark's."""
+    data = (manifest.get("config") or {}).get("data") or {}
+    if data.get("sample") is None:
+        return None
+    return (
+        f"A subset: {manifest.get('n_examples')} examples drawn one per stratum of reference "
+        f"length (data.sample={data['sample']}, data.sample_seed={data.get('sample_seed', 0)}), "
+        "not the whole split."
+    )
+
+
 def notes(summary: pd.DataFrame, manifest: dict[str, Any]) -> list[str]:
-    """What a reader must know before trusting the table: load, timing blocks, resolution
-    of the data."""
-    remarks = [load_warning(manifest), block_note(summary)]
+    """What a reader must know before trusting the table: a subset, load, timing blocks,
+    resolution of the data."""
+    remarks = [sample_note(manifest), load_warning(manifest), block_note(summary)]
     return [r for r in remarks if r] + resolution_notes(summary)
 
 
@@ -160,10 +219,19 @@ def write_outputs(
     quality: str,
     cfg: DictConfig,
     record_dirs: list[Path],
+    lengths: pd.DataFrame | None = None,
 ) -> None:
-    """summary.csv, operating_points.csv, summary.md, manifest.json, Pareto plot; then W&B
-    (whose failure never touches the local files)."""
+    """summary.csv, operating_points.csv, summary.md, headline.md, the per-length view
+    (``lengths``, :func:`bild_exp.harness.by_length.by_length`: by_length.csv and .md),
+    manifest.json, Pareto, acceptance and per-length plots; then W&B (whose failure never
+    touches the local files)."""
     atomic_write_bytes(run_dir / "summary.csv", summary.to_csv(index=False).encode())
+    headline = headline_table(summary, quality).to_markdown(index=False)
+    atomic_write_bytes(run_dir / "headline.md", (headline + "\n").encode())
+    if lengths is not None and not lengths.empty:
+        atomic_write_bytes(run_dir / "by_length.csv", lengths.to_csv(index=False).encode())
+        view = length_table(lengths, summary).to_markdown()
+        atomic_write_bytes(run_dir / "by_length.md", (view + "\n").encode())
     atomic_write_bytes(run_dir / "operating_points.csv", points.to_csv(index=False).encode())
     markdown = table(summary, quality).to_markdown(index=False)
     remarks = "".join(f"\n{remark}\n" for remark in notes(summary, manifest))
@@ -173,6 +241,8 @@ def write_outputs(
         summary, quality, run_dir / "pareto", title=f"{cfg.task.name} / {cfg.pair.name}"
     )
     figure_paths += plots.acceptance_figure(summary, run_dir / "acceptance")
+    if lengths is not None and not lengths.empty:
+        figure_paths += plots.length_figure(lengths, summary, run_dir / "by_length")
     try:
         log_sweep(cfg, run_dir, summary, figure_paths, record_dirs)
     except Exception as error:  # noqa: BLE001 - W&B must never lose or block local results

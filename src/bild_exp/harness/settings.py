@@ -29,6 +29,8 @@ class SweepSettings:
     example_ids: list[str] | None
     decode: DecodeSettings
     shard: tuple[int, int] | None = None  # data.shard: (index, count)
+    sample: int | None = None  # data.sample: examples drawn per length stratum, one each
+    sample_seed: int = 0  # data.sample_seed
     run_for_s: float | None = None  # sweep.run_for in seconds
     record_parts: str = "compact"  # sweep.record_parts
     summary_only: bool = False  # sweep.summary_only
@@ -58,6 +60,8 @@ def resolve_settings(cfg: DictConfig) -> SweepSettings:
             compile_mode=engine_compile(cfg),
         ),
         shard=parse_shard(data.get("shard")),
+        sample=data.get("sample"),
+        sample_seed=data.get("sample_seed", 0),
         run_for_s=parse_duration(timing.get("run_for")),
         record_parts=timing.get("record_parts", "compact"),
         summary_only=bool(timing.get("summary_only", False)),
