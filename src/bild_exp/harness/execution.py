@@ -4,12 +4,25 @@ problem's tests on it in a separate process, and record what happened.
 Each program runs in its own Python process (``python -I``: no user site, no environment
 hooks), in a fresh temporary directory that is removed afterwards, with a wall-clock limit
 (the process group is killed when it passes), CPU-time, memory, file-size and core-dump
-limits, and a guard installed before the candidate's code runs: no sockets, no new
-processes, no writes, renames or deletions outside the temporary directory. This keeps
-honest mistakes (an infinite loop, a stray file, a network call) from breaking a sweep or
-the machine; it is not a security sandbox against code written to escape it (the guard
-runs inside the same interpreter, as in OpenAI's ``human-eval``). Outcomes:
-``passed``, ``failed`` (an exception or a failed assertion), ``timed_out``,
+limits, and a Python guard installed before the candidate's code runs: no sockets, no new
+processes, no ``ctypes``, no writes, renames or deletions outside the temporary directory.
+
+``task.execution.sandbox`` says what contains the program:
+
+- ``bwrap``: the process runs inside bubblewrap (the sandbox under Flatpak): its own user,
+  PID, network, IPC, UTS and cgroup namespaces, a read-only view of the filesystem with a
+  private ``/tmp``, only the temporary directory writable, no network (its own namespace
+  has only a loopback that nothing listens on), ended with its parent. The kernel enforces
+  this: code that walks around the guard (``ctypes``, ``_io``, a C extension) still cannot
+  write outside its directory or reach a socket. It can read what the user can read.
+- ``guard``: the Python guard alone, as in OpenAI's ``human-eval``. It keeps honest mistakes
+  (an infinite loop, a stray file, a network call) from breaking a sweep or the machine; it
+  is not a security boundary: it patches functions inside the same interpreter, and code
+  written to escape it can (``_io.FileIO``, ``os.open`` through ``posix``, C extensions).
+- ``auto`` (default): bwrap where it is installed and works (probed once per process),
+  else the guard, saying which in one line per run and in the manifest and summary.
+
+Outcomes: ``passed``, ``failed`` (an exception or a failed assertion), ``timed_out``,
 ``syntax_error`` (the program does not compile; never run).
 
 Post-processing follows common harnesses (EvalPlus' sanitiser, bigcode's): the code block
@@ -22,14 +35,16 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +56,14 @@ PASSED, FAILED, TIMED_OUT, SYNTAX_ERROR = "passed", "failed", "timed_out", "synt
 OUTCOMES = (PASSED, FAILED, TIMED_OUT, SYNTAX_ERROR)
 CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:\n```|\Z)", re.DOTALL)
 
-# Installed in the child before the candidate's code: refuses sockets, new processes and
-# file changes outside the working directory (the temporary directory).
+SANDBOXES = ("auto", "bwrap", "guard")
+
+# Installed in the child before the candidate's code: refuses sockets, new processes,
+# ctypes and file changes outside the working directory (the temporary directory).
 GUARD = r"""
-import builtins, os, shutil, socket, subprocess
+import builtins, io, os, shutil, socket, subprocess, sys
+for _name in ("ctypes", "_ctypes"):  # foreign calls walk around every check below
+    sys.modules[_name] = None
 _ROOT = os.path.realpath(os.getcwd())
 def _inside(path):
     try:
@@ -62,6 +81,13 @@ def _guarded_open(file, mode="r", *args, **kwargs):
         raise PermissionError(f"writing {file!r} outside the scoring directory is disabled")
     return _open(file, mode, *args, **kwargs)
 builtins.open = _guarded_open
+io.open = _guarded_open  # pathlib's Path.open and write_text go through io.open
+class _GuardedFileIO(io.FileIO):
+    def __init__(self, file, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax+") and not _inside(file):
+            raise PermissionError(f"writing {file!r} outside the scoring directory is disabled")
+        super().__init__(file, mode, *args, **kwargs)
+io.FileIO = _GuardedFileIO
 _os_open = os.open
 def _guarded_os_open(path, flags, *args, **kwargs):
     writes = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC)
@@ -92,7 +118,7 @@ subprocess.run = subprocess.call = subprocess.check_call = subprocess.check_outp
 socket.socket = _refuse("network access")
 socket.create_connection = _refuse("network access")
 socket.getaddrinfo = _refuse("network access")
-del builtins, shutil, socket, subprocess
+del builtins, io, shutil, socket, subprocess, sys
 """
 
 
@@ -108,6 +134,66 @@ class Limits:
     timeout_s: float = 10.0  # wall clock, per program
     memory_mb: int = 2048  # address space
     max_file_mb: int = 16  # largest file the program may write
+    sandbox: str = "auto"  # auto | bwrap | guard (the module docstring)
+
+
+class SandboxError(InvalidParameterError):
+    """``task.execution.sandbox=bwrap`` where bubblewrap cannot run."""
+
+
+def bwrap_command(directory: str, argv: list[str]) -> list[str]:
+    """``argv`` inside bubblewrap: every namespace of its own (no network), the filesystem
+    read-only, a private ``/tmp`` and ``/dev``, ``directory`` the one writable place (bound
+    after the private ``/tmp``, which would hide it), ended with its parent."""
+    return [
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",
+        "--bind", directory, directory,
+        "--chdir", directory,
+        "--",
+        *argv,
+    ]  # fmt: skip
+
+
+@functools.cache
+def bwrap_problem() -> str | None:
+    """Why bubblewrap cannot contain a program here (None: it can), probed once per process
+    by running ``true`` in the sandbox the programs get."""
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed (Debian/Ubuntu: apt install bubblewrap)"
+    with tempfile.TemporaryDirectory(prefix="bild-probe-") as directory:
+        try:
+            probe = subprocess.run(
+                bwrap_command(directory, ["true"]), capture_output=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"bwrap did not run ({type(error).__name__})"
+    if probe.returncode != 0:
+        lines = probe.stderr.decode(errors="replace").strip().splitlines()
+        return f"bwrap failed here: {lines[-1] if lines else f'exit {probe.returncode}'}"
+    return None
+
+
+def resolve_sandbox(mode: str) -> str:
+    """``bwrap`` or ``guard`` for ``task.execution.sandbox``: ``auto`` picks bwrap where it
+    works; ``bwrap`` where it cannot run is one line."""
+    if mode == "guard":
+        return "guard"
+    problem = bwrap_problem()
+    if problem is None:
+        return "bwrap"
+    if mode == "bwrap":
+        raise SandboxError(
+            f"task.execution.sandbox='bwrap' is invalid on this machine: {problem}; accepted "
+            "auto (the Python guard where bwrap cannot run) or guard"
+        )
+    return "guard"
 
 
 def extract_code(answer: str) -> str:
@@ -150,7 +236,9 @@ def test_program(candidate: str, test: str, entry_point: str) -> str:
 
 
 def run_program(program: str, limits: Limits = Limits()) -> ExecutionResult:
-    """Run ``program`` in a separate, limited process (see the module docstring)."""
+    """Run ``program`` in a separate, limited process, contained as ``limits.sandbox`` says
+    (see the module docstring)."""
+    sandbox = resolve_sandbox(limits.sandbox)
     start = time.perf_counter()
     try:
         compile(program, "<candidate>", "exec")
@@ -159,8 +247,9 @@ def run_program(program: str, limits: Limits = Limits()) -> ExecutionResult:
     with tempfile.TemporaryDirectory(prefix="bild-exec-") as directory:
         path = Path(directory) / "program.py"
         path.write_text(GUARD + "\n" + program)
+        argv = [sys.executable, "-I", "-B", str(path)]
         process = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(path)],
+            bwrap_command(directory, argv) if sandbox == "bwrap" else argv,
             cwd=directory,
             env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "HOME": directory},
             stdin=subprocess.DEVNULL,
@@ -217,7 +306,8 @@ def check_answer(
 
 
 def execution_limits(settings: dict | None) -> Limits:
-    """``task.execution`` (timeout_s, memory_mb, max_file_mb) as :class:`Limits`."""
+    """``task.execution`` (timeout_s, memory_mb, max_file_mb, sandbox) as :class:`Limits`;
+    ``sandbox=bwrap`` where bubblewrap cannot run is refused here, before anything loads."""
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(Limits.__dataclass_fields__))
     if unknown:
@@ -225,12 +315,19 @@ def execution_limits(settings: dict | None) -> Limits:
             f"task.execution.{unknown[0]} is unknown: accepted "
             f"{', '.join(Limits.__dataclass_fields__)}"
         )
+    sandbox = settings.pop("sandbox", "auto")
+    if sandbox not in SANDBOXES:
+        raise InvalidParameterError(
+            f"task.execution.sandbox={sandbox!r} is invalid: accepted {', '.join(SANDBOXES)}"
+        )
+    if sandbox == "bwrap":
+        resolve_sandbox(sandbox)
     for name, value in settings.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise InvalidParameterError(
                 f"task.execution.{name}={value!r} is invalid: accepted a positive number"
             )
-    return Limits(**settings)
+    return Limits(**settings, sandbox=sandbox)
 
 
 def execute_records(
@@ -239,7 +336,9 @@ def execute_records(
     """Add ``execution`` (an outcome), ``execution_detail`` and ``passed`` to every record,
     from its example's tests (``problems``: example id -> :class:`~bild_exp.data.tasks.Example`
     with ``fields`` test and entry_point). Runs after decoding, outside every timed region;
-    an answer met before (lossless methods repeat vanilla's) is not run again."""
+    an answer met before (lossless methods repeat vanilla's) is not run again. ``sandbox``:
+    what contained the programs (``bwrap`` or ``guard``), on every record."""
+    limits = replace(limits, sandbox=resolve_sandbox(limits.sandbox))
     seen: dict[tuple[str, str], ExecutionResult] = {}
     results = []
     for example_id, hypothesis in zip(records["example_id"], records["hypothesis"], strict=True):
@@ -258,13 +357,17 @@ def execute_records(
     records["execution"] = [result.outcome for result in results]
     records["execution_detail"] = [result.detail for result in results]
     records["passed"] = [result.outcome == PASSED for result in results]
+    records["sandbox"] = limits.sandbox
     return records
 
 
-def pass_at_1(group: pd.DataFrame) -> dict[str, float | int]:
+def pass_at_1(group: pd.DataFrame) -> dict[str, Any]:
     """pass@1 in percent (one greedy sample per problem) and the count of each outcome."""
     counts = group["execution"].value_counts()
-    return {
+    row: dict[str, Any] = {
         "pass_at_1": 100 * float(group["passed"].mean()),
         **{f"n_{outcome}": int(counts.get(outcome, 0)) for outcome in OUTCOMES},
     }
+    if "sandbox" in group:  # what contained the programs
+        row["sandbox"] = ",".join(sorted(set(group["sandbox"].dropna())))
+    return row

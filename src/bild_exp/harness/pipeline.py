@@ -38,7 +38,7 @@ from bild_exp.harness.blocks import (
 from bild_exp.harness.by_length import by_length
 from bild_exp.harness.checks import check_paper_device, engine_cpu_kernels
 from bild_exp.harness.execute import EncodedExample, encode, execute_interleaved
-from bild_exp.harness.execution import execute_records, execution_limits
+from bild_exp.harness.execution import execute_records, execution_limits, resolve_sandbox
 from bild_exp.harness.fingerprint import (
     baselines_folder,
     compatibility,
@@ -142,9 +142,10 @@ def executed(
     """Records with their execution outcomes; per example in ``executions.csv``."""
     problems = {example.id: example for example in examples}
     prefix = task.prompt_format().response_prefix
-    records = execute_records(
-        records, problems, prefix, execution_limits(task.extra.get("execution"))
-    )
+    limits = execution_limits(task.extra.get("execution"))
+    records = execute_records(records, problems, prefix, limits)
+    sandbox = records["sandbox"].iloc[0] if len(records) else resolve_sandbox(limits.sandbox)
+    print(f"answers scored in sandbox: {sandbox} (task.execution.sandbox={limits.sandbox})")
     columns = ["config_id", "example_id", "method", "execution", "execution_detail"]
     run_dir.mkdir(parents=True, exist_ok=True)
     records[columns].to_csv(run_dir / "executions.csv", index=False)
@@ -248,6 +249,8 @@ def sweep_on_device(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
     manifest["cpu_kernels"] = kernels
+    if "sandbox" in records:  # what contained the model-written programs
+        manifest["sandbox"] = sorted(set(records["sandbox"].dropna()))
     # a rerun that timed nothing keeps the load, memory and block of the run that did
     previous = previous_manifest(run_dir)
     manifest["weights"] = pair.weights_report() if pair is not None else previous.get("weights")
