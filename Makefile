@@ -49,7 +49,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval humaneval-summary demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs
+.PHONY: help setup test test-slow test-gpu test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval humaneval-summary demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -76,6 +76,10 @@ test: setup ## Run the test suite (slow tests excluded)
 
 test-slow: setup ## Run only the slow tests
 	$(PY) -m pytest -m slow --durations=15
+
+# the first command on a new GPU machine, before make paper: minutes, no Hub or network
+test-gpu: setup ## Run only the CUDA tests (tests/test_gpu.py; each skipped with its reason without a GPU)
+	$(PY) -m pytest -m gpu --durations=15
 
 # no setup prerequisite: `make lock VENV=.venv-latest` locks what `make test-latest` passed with
 lock: ## Write constraints/lock.txt from $(VENV) (after the suite passed in it)
