@@ -26,10 +26,15 @@ PARTS_REQUIREMENTS := from bild_exp.harness.gguf_parts import shipped_requiremen
 LIMIT ?=
 DEMO_LIMIT ?= 120
 LLM_DEMO_LIMIT ?= 25
-# make demo: the three HumanEval problems with the shortest prompt plus canonical solution in the
-# pair's tokens (43, 49 and 52): on 2 CPU cores vanilla large takes minutes on a median-length
-# problem (HumanEval/0), and the demo runs 23 configurations; each configuration first decodes
-# 16 tokens of one problem untimed (warm-up). `make humaneval` runs all 164.
+# make demo: a subset that represents HumanEval, not its easiest problems: the 164 problems
+# sorted by canonical-solution length and cut into DEMO_PROBLEMS strata, one problem drawn per
+# stratum with seed DEMO_SEED (bild_exp.data.tasks.stratified_sample; data.sample), decoded by
+# seven of make humaneval's eleven configurations (conf/method/humaneval_demo.yaml). Each
+# configuration first decodes 16 tokens of one problem untimed (warm-up). make humaneval runs
+# all 164 with all eleven. make demo-compiled keeps the three shortest problems
+# (HUMANEVAL_DEMO_IDS), which its compilation budget allows.
+DEMO_PROBLEMS ?= 3
+DEMO_SEED ?= 0
 HUMANEVAL_DEMO_IDS ?= [HumanEval/23,HumanEval/27,HumanEval/45]
 LLM_BENCH_EXAMPLES ?= 30
 LLM_BENCH_SELECTION ?= 20
@@ -114,8 +119,9 @@ demo-models: setup ## Train the demo tokenizer, large, small and aligned small m
 	$(PY) -m bild_exp.train +training=demo_small
 	$(PY) -m bild_exp.train +training=demo_align
 
-demo: setup ## The main job: Qwen2.5-Coder 0.5B drafting for 1.5B on a HumanEval subset, offline, scored by running the tests
-	$(PY) -m bild_exp.sweep +task=humaneval grid=humaneval_demo experiment_name=demo data.example_ids=$(HUMANEVAL_DEMO_IDS) data.limit=$(or $(LIMIT),null) data.warmup=1 data.warmup_max_new_tokens=16 logger.mode=offline $(DRY_FLAG) $(EXTRA)
+demo: setup ## The main job: Qwen2.5-Coder 0.5B drafting for 1.5B on a representative HumanEval subset, offline, scored by running the tests
+	$(PY) -m bild_exp.sweep +task=humaneval method=humaneval_demo experiment_name=demo data.sample=$(DEMO_PROBLEMS) data.sample_seed=$(DEMO_SEED) data.limit=$(or $(LIMIT),null) data.warmup=1 data.warmup_max_new_tokens=16 logger.mode=offline $(DRY_FLAG) $(EXTRA)
+	@echo "make demo: a $(DEMO_PROBLEMS)-problem subset of HumanEval (one problem drawn per stratum of canonical-solution length, seed $(DEMO_SEED)). The full table, all 164 problems with 11 configurations: results/humaneval/humaneval_qwen2.5-coder_0.5b_1.5b/headline.md (make humaneval; make humaneval-summary)"
 
 demo-compiled: setup ## make demo's pair and problems on the compiled path (vanilla large, BiLD, speculative): compile time and peak memory in the manifest
 	$(PY) -m bild_exp.sweep +task=humaneval grid=humaneval_demo method=vs_speculative engine.compile=true experiment_name=demo-compiled data.example_ids=$(HUMANEVAL_DEMO_IDS) data.limit=$(or $(LIMIT),null) data.warmup=1 logger=none $(DRY_FLAG) $(EXTRA)

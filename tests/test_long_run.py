@@ -263,3 +263,20 @@ def test_the_demo_subset_spans_the_lengths_the_same_way_every_time():
     # one per third of the canonical solutions' lengths, so not the three shortest
     assert [rank[i] * 3 // len(problems) for i in first] == [0, 1, 2]
     assert set(first) != {e.id for e in by_length[:3]}
+
+
+def test_the_demo_runs_a_stratified_subset_with_a_subset_of_the_full_runs_configurations():
+    from bild_exp.harness.plan import plan_runs
+    from tests.make_commands import dry_run_listing
+
+    listing = dry_run_listing("demo", 3)
+    assert "data.sample=3" in listing and "method=humaneval_demo" in listing
+    assert "results/humaneval/humaneval_qwen2.5-coder_0.5b_1.5b/headline.md" in listing
+    demo = {
+        r.config_id for r in plan_runs(compose_sweep(["+task=humaneval", "method=humaneval_demo"]))
+    }
+    full = {
+        r.config_id for r in plan_runs(compose_sweep(["+task=humaneval", "method=humaneval_fixed"]))
+    }
+    assert len(demo) == 7 and len(full) == 11 and demo < full
+    assert "sweep.record_parts=per_example" in dry_run_listing("humaneval", 3)
