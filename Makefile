@@ -31,8 +31,9 @@ LLM_DEMO_LIMIT ?= 25
 # stratum with seed DEMO_SEED (bild_exp.data.tasks.stratified_sample; data.sample), decoded by
 # seven of make humaneval's eleven configurations (conf/method/humaneval_demo.yaml). Each
 # configuration first decodes 16 tokens of one problem untimed (warm-up). make humaneval runs
-# all 164 with all eleven. make demo-compiled keeps the three shortest problems
-# (HUMANEVAL_DEMO_IDS), which its compilation budget allows.
+# all 164 with all eleven. make demo-compiled and make demo-drafters (every drafter variant:
+# 23 configurations) keep the three shortest problems (HUMANEVAL_DEMO_IDS), which their
+# budgets allow.
 DEMO_PROBLEMS ?= 3
 DEMO_SEED ?= 0
 HUMANEVAL_DEMO_IDS ?= [HumanEval/23,HumanEval/27,HumanEval/45]
@@ -54,7 +55,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow test-gpu test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval humaneval-summary demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs
+.PHONY: help setup test test-slow test-gpu test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval humaneval-summary demo-drafters demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -122,6 +123,9 @@ demo-models: setup ## Train the demo tokenizer, large, small and aligned small m
 demo: setup ## The main job: Qwen2.5-Coder 0.5B drafting for 1.5B on a representative HumanEval subset, offline, scored by running the tests
 	$(PY) -m bild_exp.sweep +task=humaneval method=humaneval_demo experiment_name=demo data.sample=$(DEMO_PROBLEMS) data.sample_seed=$(DEMO_SEED) data.limit=$(or $(LIMIT),null) data.warmup=1 data.warmup_max_new_tokens=16 logger.mode=offline $(DRY_FLAG) $(EXTRA)
 	@echo "make demo: a $(DEMO_PROBLEMS)-problem subset of HumanEval (one problem drawn per stratum of canonical-solution length, seed $(DEMO_SEED)). The full table, all 164 problems with 11 configurations: results/humaneval/humaneval_qwen2.5-coder_0.5b_1.5b/headline.md (make humaneval; make humaneval-summary)"
+
+demo-drafters: setup ## The former 23-configuration demo on the three shortest HumanEval problems: every drafter (float32, int8, int4, n-gram +) for BiLD and speculative decoding, side by side
+	$(PY) -m bild_exp.sweep +task=humaneval grid=humaneval_demo experiment_name=demo-drafters data.example_ids=$(HUMANEVAL_DEMO_IDS) data.limit=$(or $(LIMIT),null) data.warmup=1 data.warmup_max_new_tokens=16 logger.mode=offline $(DRY_FLAG) $(EXTRA)
 
 demo-compiled: setup ## make demo's pair and problems on the compiled path (vanilla large, BiLD, speculative): compile time and peak memory in the manifest
 	$(PY) -m bild_exp.sweep +task=humaneval grid=humaneval_demo method=vs_speculative engine.compile=true experiment_name=demo-compiled data.example_ids=$(HUMANEVAL_DEMO_IDS) data.limit=$(or $(LIMIT),null) data.warmup=1 logger=none $(DRY_FLAG) $(EXTRA)

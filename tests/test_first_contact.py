@@ -36,9 +36,16 @@ from tests.make_commands import dry_run_listing
 # 1. Committed result folders do not lock the user's device.
 
 
-def test_no_compatibility_fingerprint_is_committed():
-    assert tracked_files("results")
-    assert not [name for name in tracked_files("results") if name.endswith("compat.json")]
+def test_a_fingerprint_is_committed_only_beside_its_committed_records():
+    """Summaries commit no fingerprint (their records are not committed: any device reruns
+    them); make humaneval commits its records, and with them the fingerprint that keeps a
+    continuation on a machine with other library versions or settings from mixing in."""
+    tracked = tracked_files("results")
+    assert tracked
+    for name in (n for n in tracked if n.endswith("compat.json")):
+        folder = name.rsplit("/", 1)[0]
+        assert name.startswith("results/humaneval/"), name
+        assert any(n.startswith(f"{folder}/parts/part-") for n in tracked), name
 
 
 def test_committed_demo_folder_reruns_on_another_device(tmp_path, monkeypatch):
