@@ -166,6 +166,7 @@ def sweep_on_device(
     cfg: DictConfig, runs: list[RunConfig], task: TaskSpec, torch_device: torch.device
 ) -> SweepOutcome:
     """Load, decode, score and report, on the device this job holds."""
+    started = time.monotonic()  # sweep.run_for counts from here: loading is part of it
     if not cfg.progress:  # progress=false silences the libraries' loading bars too
         import datasets
 
@@ -186,7 +187,6 @@ def sweep_on_device(
     baselines.verify()
     if cfg.pair.architecture == "decoder-only":  # a chat prompt needs a chat template: check first
         task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
-    started = time.monotonic()  # sweep.run_for counts from here: loading is part of it
     kernels = engine_cpu_kernels(cfg)
     load_before = machine_load()  # before the models load: what else was running
     context = {"task": task.name, "pair": cfg.pair.name, "split": settings.split}
