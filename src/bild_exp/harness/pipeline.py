@@ -48,7 +48,13 @@ from bild_exp.harness.fingerprint import (
     dataset_fingerprint,
     run_folder,
 )
-from bild_exp.harness.long_run import RunProgress, complete_examples, shard_label, shard_of
+from bild_exp.harness.long_run import (
+    RunProgress,
+    complete_examples,
+    shard_label,
+    shard_of,
+    stop_on_signal,
+)
 from bild_exp.harness.manifest import build_manifest, machine_load, peak_memory_gb
 from bild_exp.harness.metrics import quality_column
 from bild_exp.harness.modelled_latency import (
@@ -212,9 +218,10 @@ def sweep_on_device(
         deadline = None if settings.run_for_s is None else started + settings.run_for_s
         progress = RunProgress(len(items), 0, deadline, settings.run_for_s)
         try:
-            computed = execute_all(
-                runs, items, pair, (store, baselines), context, cfg, block, progress
-            )
+            with stop_on_signal(progress):  # SIGTERM: stop after this example, as the budget does
+                computed = execute_all(
+                    runs, items, pair, (store, baselines), context, cfg, block, progress
+                )
         except KeyboardInterrupt:
             raise Interrupted(
                 f"{len(store.done_keys())} records in {str(store.parts_dir)!r} and "
