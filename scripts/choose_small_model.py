@@ -27,7 +27,7 @@ from bild_exp import sweep
 from bild_exp.bench.cost_model import measure_call_times
 from bild_exp.data.tasks import load_examples, resolve_path, task_from_config
 from bild_exp.harness.execute import encode
-from bild_exp.harness.models import load_pair
+from bild_exp.models.pair import load_pair
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 OUTPUT = Path("results/smollm2-candidates")

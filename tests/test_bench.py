@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
+from bild_exp.analysis import stats
 from bild_exp.bench.cost_model import CallTimes, ideal_bild_speedup, predicted_latency
 from bild_exp.bench.run import run
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness import stats
 from bild_exp.sweep import with_default_task
 from tests.harness_fixtures import CONF_DIR, tiny_overrides
 

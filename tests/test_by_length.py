@@ -1,4 +1,4 @@
-"""The per-length view (bild_exp.harness.by_length) on hand-made records: examples binned by
+"""The per-length view (bild_exp.analysis.by_length) on hand-made records: examples binned by
 vanilla large's answer length, a speedup with its interval per bin, exact answers per bin."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bild_exp.harness.by_length import by_length, length_bins, length_table
+from bild_exp.analysis.by_length import by_length, length_bins, length_table
 
 SETTINGS = {"bootstrap": 200, "randomizations": 100, "seed": 0, "confidence": 0.95}
 

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bild_exp import train
 from bild_exp.data.prompts import PromptFormat
-from bild_exp.harness.gguf import converted_folder
-from bild_exp.harness.shared_weights import MARKER, load_with_shared
+from bild_exp.models.gguf import converted_folder
+from bild_exp.models.shared_weights import MARKER, load_with_shared
 from bild_exp.training.causal import (
     IGNORE,
     CausalCollator,

@@ -216,7 +216,7 @@ def test_shipped_demo_pair_compiled_equals_eager():
     cache must be sized from the decoder) on real test sentences."""
     from bild_exp.data.tasks import load_examples, task_from_config
     from bild_exp.harness.execute import encode
-    from bild_exp.harness.models import load_pair
+    from bild_exp.models.pair import load_pair
     from tests.harness_fixtures import compose_sweep
 
     cfg = compose_sweep(["+task=demo", "pair.device=cpu"])
@@ -362,7 +362,7 @@ def test_shipped_demo_pair_max_autotune_equals_eager():
     """The bench's compile mode on the T5 demo pair (its first compile takes ~1.5 min)."""
     from bild_exp.data.tasks import load_examples, task_from_config
     from bild_exp.harness.execute import encode
-    from bild_exp.harness.models import load_pair
+    from bild_exp.models.pair import load_pair
     from tests.harness_fixtures import compose_sweep
 
     cfg = compose_sweep(["+task=demo", "pair.device=cpu"])

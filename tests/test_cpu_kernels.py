@@ -14,16 +14,16 @@ from omegaconf import OmegaConf
 
 from bild_exp.data.tasks import resolve_path
 from bild_exp.decoding import generate
-from bild_exp.decoding.cpu_kernels import (
+from bild_exp.decoding.hf_assisted import hf_greedy_tokens
+from bild_exp.errors import InvalidParameterError
+from bild_exp.models.cpu_kernels import (
     PrepackedLinear,
     check_cpu_kernels,
     is_prepacked,
     prepack_models,
     resolve_cpu_kernels,
 )
-from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.models import load_pair
+from bild_exp.models.pair import LoadSettings, load_pair
 from tests.tiny_models import decode_with, tiny_model, train_briefly
 
 CPU = torch.device("cpu")
@@ -166,7 +166,7 @@ def test_shipped_pairs_decode_the_same_tokens_prepacked(pair_name):
     pair_cfg = OmegaConf.load(resolve_path(f"package://conf/pair/{pair_name}.yaml"))
     pair_cfg.device = "cpu"
     plain = load_pair(pair_cfg, ["base"])
-    packed = load_pair(pair_cfg, ["base"], cpu_kernels="prepacked")
+    packed = load_pair(pair_cfg, ["base"], settings=LoadSettings.for_pair(pair_cfg, "prepacked"))
     assert is_prepacked(packed.large) and not is_prepacked(plain.large)
     texts = ["a tool to compress files quickly", "library for parsing XML documents", "GNU Make"]
     for text in texts:

@@ -11,8 +11,8 @@ from bild_exp import sweep
 from bild_exp.data.prompts import PromptFormat, prompt_input
 from bild_exp.data.tasks import task_from_config
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.gguf import converted_folder
-from bild_exp.harness.shared_weights import save_without_shared
+from bild_exp.models.gguf import converted_folder
+from bild_exp.models.shared_weights import save_without_shared
 from bild_exp.training.causal import truncated_model
 from tests.harness_fixtures import SMOLLM2, compose_sweep, tiny_llama
 
@@ -168,7 +168,7 @@ def test_long_sources_are_cut_not_the_template():
 def test_agreement_scores_each_configuration_against_vanilla_large():
     import pandas as pd
 
-    from bild_exp.harness.summary import add_agreement
+    from bild_exp.analysis.summary import add_agreement
 
     records = pd.DataFrame(
         {

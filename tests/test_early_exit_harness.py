@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from bild_exp import paper, sweep
+from bild_exp.analysis.summary import summarize
 from bild_exp.data.tasks import task_from_config
 from bild_exp.harness.fingerprint import compatibility
 from bild_exp.harness.plan import plan_runs
-from bild_exp.harness.summary import summarize
 from bild_exp.timing import device_description
 from tests.harness_fixtures import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
@@ -112,7 +112,7 @@ def test_folder_fingerprint_names_early_exit_settings_only_when_runs_use_them(
 def test_early_exit_depth_beyond_the_model_fails_before_weights_load(
     tiny_assets, tmp_path, monkeypatch
 ):
-    import bild_exp.harness.models as models
+    import bild_exp.models.pair as models
 
     def refuse(*args, **kwargs):
         raise AssertionError("weights were loaded")

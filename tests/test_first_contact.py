@@ -343,7 +343,7 @@ def test_task_keys_without_a_task_override_the_demo_task(capsys):
 
 
 def test_pair_with_a_different_tokenizer_of_equal_size_is_refused(tiny_assets, tmp_path):
-    from bild_exp.harness.models import load_pair
+    from bild_exp.models.pair import load_pair
     from bild_exp.training.tokenizer import train_unigram_tokenizer
     from tests.harness_fixtures import SENTENCES
 

@@ -1,4 +1,4 @@
-"""GGUF files assembled from ordered parts inside packages (bild_exp.harness.gguf_parts),
+"""GGUF files assembled from ordered parts inside packages (bild_exp.models.gguf_parts),
 on tiny fake part packages."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from bild_exp.harness import gguf_parts
-from bild_exp.harness.gguf import GGUFError, gguf_path, is_gguf
-from bild_exp.harness.gguf_parts import assembled_gguf, load_manifest
+from bild_exp.models import gguf_parts
+from bild_exp.models.gguf import GGUFError, gguf_path, is_gguf
+from bild_exp.models.gguf_parts import assembled_gguf, load_manifest
 
 # Three parts whose order matters: joined in another order the hash differs.
 CONTENTS = [b"GGUF" + bytes(range(50)), b"middle" * 300, b"tail-bytes"]

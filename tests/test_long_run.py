@@ -4,7 +4,9 @@ committed, and a fresh clone that continues where the committed records end."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 
 import pandas as pd
 import pytest
@@ -280,3 +282,38 @@ def test_the_demo_runs_a_stratified_subset_with_a_subset_of_the_full_runs_config
     }
     assert len(demo) == 7 and len(full) == 11 and demo < full
     assert "sweep.record_parts=per_example" in dry_run_listing("humaneval", 3)
+
+
+def test_sigterm_stops_the_run_after_the_example_in_progress(
+    tiny_causal_pair,  # noqa: F811
+    tmp_path,
+    capsys,
+    monkeypatch,
+):
+    """A cluster's time limit or ``kill``: the example being decoded finishes and is stored,
+    the block is saved and the summary written, as when the time budget runs out; the same
+    command continues."""
+    from bild_exp.harness import execute
+
+    real, calls = execute.timed_decode, []
+
+    def terminated_during_the_first_example(*args, **kwargs):
+        if not calls:
+            os.kill(os.getpid(), signal.SIGTERM)
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(execute, "timed_decode", terminated_during_the_first_example)
+    before = signal.getsignal(signal.SIGTERM)
+    outcome = sweep.run(compose_sweep(humaneval_overrides(tiny_causal_pair, tmp_path)))
+    printed = capsys.readouterr().out
+    assert "SIGTERM received: stopping after the example in progress" in printed
+    assert "progress: 1 of 3 examples done; SIGTERM asked it to stop" in printed
+    assert outputs(tmp_path)["example_id"].nunique() == 1 and len(calls) == 2  # both methods
+    assert outcome.summary["n_examples"].tolist() == [1, 1]
+    assert list((tmp_path / "humaneval").rglob("blocks/*.json"))  # the block was saved
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the sweep's only
+    monkeypatch.setattr(execute, "timed_decode", real)
+    sweep.run(compose_sweep(humaneval_overrides(tiny_causal_pair, tmp_path)))
+    assert "all 3 examples done" in capsys.readouterr().out
+    assert outputs(tmp_path)["example_id"].nunique() == 3

@@ -61,3 +61,25 @@ def test_per_token_notebook_runs_on_a_fresh_clone(tmp_path, monkeypatch):
     path = next(p for p in NOTEBOOKS if p.name == "per_token.ipynb")
     execute(path, run_dir, tmp_path, monkeypatch)
     assert (tmp_path / "notebook_tokens.png").exists()
+
+
+MAIN_JOB = "results/humaneval/humaneval_qwen2.5-coder_0.5b_1.5b"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_show_the_main_job_with_their_outputs(path):
+    """Each notebook defaults to the HumanEval run and is committed executed (make
+    notebooks): a reader sees its tables and figures without running anything."""
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert f"../{MAIN_JOB}" in code[0].source
+    assert all(cell.execution_count for cell in code), "make notebooks: a cell was never run"
+    outputs = [output for cell in code for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_make_notebooks_executes_them_in_place():
+    from tests.make_commands import dry_run_listing
+
+    assert "scripts/execute_notebooks.py" in dry_run_listing("notebooks", 1)

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bild_exp.data.tasks import task_from_config
-from bild_exp.harness.summary import quality_column
+from bild_exp.harness.metrics import quality_column
 from bild_exp.paper import published_table1
 from tests.harness_fixtures import compose_sweep
 
@@ -55,7 +55,7 @@ def test_paper_task_refuses_a_silent_cpu_fallback(monkeypatch, tmp_path):
 
 def test_float16_t5_is_refused_before_weights_load(tiny_assets):
     from bild_exp.errors import InvalidParameterError
-    from bild_exp.harness.models import load_pair
+    from bild_exp.models.pair import load_pair
 
     pair, _ = tiny_assets
     cfg = compose_sweep([f"pair.{k}={v}" for k, v in pair.items()] + ["pair.dtype=float16"])
@@ -212,7 +212,19 @@ def hand_made_run(tmp_path, experiment: str, task: str, rows: list[dict]):
     metric = "bleu" if task == "iwslt17" else "rouge"
     manifest = {"config": {"task": {"name": task, "metric": metric}}, "device": {}}
     (run / "manifest.json").write_text(json.dumps(manifest))
-    pd.DataFrame(rows).to_csv(run / "summary.csv", index=False)
+    # the columns every summary.csv has, which the rows leave out
+    summary = [
+        {
+            "config_id": f"c{i}",
+            "study": row["method"],
+            "small_variant": "-" if row["method"] == "large" else "base",
+            "family": row["method"] if row["method"] == "large" else f"{row['method']}/base",
+            "sampling": "greedy",
+            **row,
+        }
+        for i, row in enumerate(rows)
+    ]
+    pd.DataFrame(summary).to_csv(run / "summary.csv", index=False)
     return run
 
 

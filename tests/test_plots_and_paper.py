@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bild_exp import paper, plots, sweep
-from bild_exp.harness.summary import operating_points, pareto_mask
+from bild_exp import paper, sweep
+from bild_exp.analysis import plots
+from bild_exp.analysis.operating_points import operating_points, pareto_mask
 from tests.harness_fixtures import compose_sweep, tiny_overrides
 from tests.make_commands import dry_run_listing
 

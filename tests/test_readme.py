@@ -43,6 +43,19 @@ def test_every_relative_link_resolves(page):
         assert (page.parent / target).exists(), f"{page.name} links {target}, which is missing"
 
 
+# a module named by its package folder in a code map or a "read this first" list
+MODULE = re.compile(
+    r"`(?:src/bild_exp/)?((?:analysis|bench|data|decoding|harness|training)/\w+\.py)`"
+)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_module_a_page_names_is_in_the_tree(page):
+    """The code maps match the tree: a module moved or renamed without its docs fails here."""
+    for module in MODULE.findall(page.read_text()):
+        assert (ROOT / "src" / "bild_exp" / module).is_file(), f"{page.name} names {module}"
+
+
 @pytest.mark.parametrize("page", CHECKED_PAGES, ids=lambda p: p.name)
 def test_every_quoted_figure_is_the_cell_it_names(page):
     problems, checked = check_page(page)

@@ -11,8 +11,8 @@ import torch
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from bild_exp.decoding.weight_only import model_bytes, quantized_twin
-from bild_exp.harness.models import load_pair
+from bild_exp.models.pair import load_pair
+from bild_exp.models.weight_only import model_bytes, quantized_twin
 from tests.harness_fixtures import compose_sweep
 
 pytestmark = pytest.mark.slow

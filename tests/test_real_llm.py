@@ -13,8 +13,8 @@ from bild_exp.data.prompts import PromptFormat, prompt_input
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.decoding.sequence import StopStrings
-from bild_exp.harness import gguf
-from bild_exp.harness.shared_weights import (
+from bild_exp.models import gguf
+from bild_exp.models.shared_weights import (
     SharedWeightsError,
     load_with_shared,
     save_without_shared,

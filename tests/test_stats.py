@@ -12,9 +12,11 @@ import sacrebleu
 from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
 
-from bild_exp.harness import stats
-from bild_exp.harness.report import load_warning, notes
-from bild_exp.harness.summary import acceptance_summary, operating_points, resolution_notes
+from bild_exp.analysis import stats
+from bild_exp.analysis.comparison import resolution_notes
+from bild_exp.analysis.operating_points import operating_points
+from bild_exp.analysis.report import load_warning, notes
+from bild_exp.analysis.summary import acceptance_summary
 
 REFERENCES = [
     "the cat sat on the mat today",

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from bild_exp import sweep
+from bild_exp.analysis import stats
+from bild_exp.analysis.comparison import compare_with_vanilla
 from bild_exp.bench.cost_model import CallTimes
 from bild_exp.errors import Interrupted
-from bild_exp.harness import execute, stats
+from bild_exp.harness import execute
 from bild_exp.harness.blocks import rotated, same_block_pairs, timing_work
 from bild_exp.harness.modelled_latency import modelled_latency, with_modelled_latency
 from bild_exp.harness.store import RecordStore
-from bild_exp.harness.summary import compare_with_vanilla
 from tests.harness_fixtures import compose_sweep, tiny_overrides
 
 GRID = (

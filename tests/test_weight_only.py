@@ -1,4 +1,4 @@
-"""Weight-only int8 and int4 models (``bild_exp.decoding.weight_only``): each quantised layer
+"""Weight-only int8 and int4 models (``bild_exp.models.weight_only``): each quantised layer
 stays within a stated tolerance of its float layer; a row's output does not depend on the
 rows fed with it (what keeps lossless BiLD exact over a quantised large model); lossless
 BiLD and speculative decoding with quantised drafters give vanilla large's exact tokens;
@@ -15,9 +15,14 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from bild_exp import sweep
-from bild_exp.decoding import weight_only
-from bild_exp.decoding.cpu_kernels import is_prepacked, prepack_models
-from bild_exp.decoding.weight_only import (
+from bild_exp.errors import InvalidParameterError
+from bild_exp.harness.checks import check_weight_formats
+from bild_exp.harness.fingerprint import weight_keys
+from bild_exp.harness.plan import RunConfig
+from bild_exp.models import weight_only
+from bild_exp.models.cpu_kernels import is_prepacked, prepack_models
+from bild_exp.models.pair import LoadSettings
+from bild_exp.models.weight_only import (
     Int4Linear,
     Int8Embedding,
     Int8Linear,
@@ -28,10 +33,6 @@ from bild_exp.decoding.weight_only import (
     quantized_twin,
     weights_of,
 )
-from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.checks import check_weight_formats
-from bild_exp.harness.fingerprint import weight_keys
-from bild_exp.harness.plan import RunConfig
 from tests.harness_fixtures import compose_sweep, tiny_overrides
 from tests.tiny_models import decode_with, tiny_model, train_briefly
 
@@ -272,10 +273,14 @@ def test_a_sweep_runs_a_quantised_drafter_beside_the_float_one(tiny_assets, tmp_
 
 
 def test_the_fingerprint_names_quantised_weights_only_where_they_apply():
-    float_pair = OmegaConf.create({"pair": {"large_weights": "float32", "int4_group_size": 64}})
+    float_pair = LoadSettings.for_pair(
+        OmegaConf.create({"large_weights": "float32", "int4_group_size": 64})
+    )
     base = [RunConfig("bild", "bild", "base"), RunConfig("speculative", "speculative", "int8")]
     assert weight_keys(float_pair, base) == {}  # folders written before keep their names
     int4 = [*base, RunConfig("bild", "bild", "int4")]
     assert weight_keys(float_pair, int4) == {"int4_group_size": 64}
-    int8_large = OmegaConf.create({"pair": {"large_weights": "int8", "int4_group_size": 32}})
+    int8_large = LoadSettings.for_pair(
+        OmegaConf.create({"large_weights": "int8", "int4_group_size": 32})
+    )
     assert weight_keys(int8_large, base) == {"large_weights": "int8"}

@@ -16,13 +16,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from bild_exp import plots
+from bild_exp.analysis import plots
+from bild_exp.analysis.comparison import vanilla_row
+from bild_exp.analysis.operating_points import (
+    best_point,
+    best_quality_at_speedup,
+    choose_point,
+    family_rows,
+)
+from bild_exp.analysis.report import TABLE_COLUMNS, read_manifest, task_quality
 from bild_exp.console import library_output_to_log
 from bild_exp.data.tasks import DataError
 from bild_exp.errors import one_line_errors
-from bild_exp.harness.report import TABLE_COLUMNS
-from bild_exp.harness.store import read_json
-from bild_exp.harness.summary import quality_column
 
 EXPERIMENTS = (
     "table1",
@@ -51,25 +56,6 @@ def published_table1() -> pd.DataFrame:
     return published("table1")
 
 
-def best_bild(
-    summary: pd.DataFrame,
-    quality: str,
-    *,
-    min_quality: float | None = None,
-    min_speedup: float | None = None,
-) -> pd.Series | None:
-    """The BiLD configuration with the best speedup at ``quality >= min_quality``, or the best
-    quality at ``speedup >= min_speedup``; None when no configuration qualifies."""
-    bild = summary[summary["method"] == "bild"].dropna(subset=[quality, "speedup"])
-    if min_quality is not None:
-        bild = bild[bild[quality] >= min_quality]
-        key = "speedup"
-    else:
-        bild = bild[bild["speedup"] >= min_speedup]
-        key = quality
-    return None if bild.empty else bild.sort_values(key).iloc[-1]
-
-
 def table3_rows(run_dir: Path) -> list[dict]:
     """Tables 3-4: vanilla, speculative decoding, and BiLD matched to it in latency and in
     quality (and BiLD at vanilla quality, Table 4's row), the published numbers beside them."""
@@ -77,21 +63,21 @@ def table3_rows(run_dir: Path) -> list[dict]:
     summary = pd.read_csv(run_dir / "summary.csv")
     paper = published("table3")
     paper = paper[paper["task"] == task].set_index("row")
-    vanilla = summary[summary["method"] == "large"]
-    speculative = summary[summary["method"] == "speculative"].dropna(subset=["speedup"])
-    spec = speculative.sort_values("speedup").iloc[-1] if len(speculative) else None
+    vanilla = vanilla_row(summary)
+    speculative = family_rows(summary, "speculative/*").dropna(subset=["speedup"])
+    spec = speculative.loc[speculative["speedup"].idxmax()] if len(speculative) else None
+    bild = family_rows(summary, "bild/*")
     chosen: dict[str, pd.Series | None] = {
-        "vanilla": vanilla.iloc[0] if len(vanilla) else None,
+        "vanilla": vanilla,
         "speculative": spec,
         "bild (match latency)": None
         if spec is None
-        else best_bild(summary, quality, min_speedup=spec["speedup"]),
+        else best_quality_at_speedup(bild, quality, spec["speedup"]),
+        # the fastest BiLD at speculative's quality: the operating-point rule, tolerance 0
         "bild (match quality)": None
         if spec is None
-        else best_bild(summary, quality, min_quality=spec[quality]),
-        "bild (better quality)": None
-        if not len(vanilla)
-        else best_bild(summary, quality, min_quality=vanilla[quality].iloc[0]),
+        else best_point(bild, "point", quality, spec[quality], 0.0),
+        "bild (better quality)": choose_point(summary, "bild/*", quality, 0.0, ["point"])[0],
     }
     rows = []
     for name, row in chosen.items():
@@ -127,23 +113,19 @@ def table5_rows(run_dir: Path) -> list[dict]:
     paper = published("table5")
     paper = paper[paper["task"] == task]
     paper_vanilla = paper[paper["row"] == "vanilla"]["quality"]
-    vanilla = summary[summary["method"] == "large"]
+    vanilla = vanilla_row(summary)
     rows = [
         {
             "task": task,
             "row": "vanilla",
-            "quality": vanilla[quality].iloc[0] if len(vanilla) else None,
+            "quality": None if vanilla is None else vanilla[quality],
             "speedup": 1.0,
             "paper_quality": paper_vanilla.iloc[0] if len(paper_vanilla) else None,
             "paper_speedup": 1.0 if len(paper_vanilla) else None,
         }
     ]
     for tolerance in (0.0, 1.0):
-        ours = (
-            best_bild(summary, quality, min_quality=vanilla[quality].iloc[0] - tolerance)
-            if len(vanilla)
-            else None
-        )
+        ours, _ = choose_point(summary, "bild/*", quality, tolerance, ["point"])
         theirs = paper[paper["row"] == "bild"]
         if len(paper_vanilla):
             theirs = theirs[theirs["quality"] >= paper_vanilla.iloc[0] - tolerance]
@@ -176,7 +158,7 @@ def ci_text(row, low: str, high: str) -> str | None:
 
 
 def intervals(row) -> dict[str, str | None]:
-    """Our 95% paired-bootstrap intervals (bild_exp.harness.stats) of a chosen row."""
+    """Our 95% paired-bootstrap intervals (bild_exp.analysis.stats) of a chosen row."""
     return {
         "quality_ci": ci_text(row, "quality_low", "quality_high"),
         "diff_vs_large_ci": ci_text(row, "quality_diff_low", "quality_diff_high"),
@@ -209,19 +191,6 @@ def run_folders(experiment_dir: Path) -> list[Path]:
     return sorted(p.parent for p in experiment_dir.glob("*/summary.csv"))
 
 
-def read_manifest(run_dir: Path) -> dict:
-    return read_json(
-        run_dir / "manifest.json",
-        "rerun the sweep that wrote this folder (its records are reused, the manifest rewritten)",
-    )
-
-
-def task_quality(run_dir: Path) -> tuple[str, str]:
-    config = read_manifest(run_dir)["config"]
-    task = config["task"]
-    return task["name"], quality_column(task["metric"], task.get("quality"))
-
-
 def operating_point_rows(run_dir: Path, published: pd.DataFrame) -> list[dict]:
     """Our Table 1 operating points under both rules (``point``: the paper's, on point
     estimates; ``ci``: the quality difference's lower 95% bound within the tolerance), with
@@ -233,7 +202,7 @@ def operating_point_rows(run_dir: Path, published: pd.DataFrame) -> list[dict]:
     if "rule" not in points:  # written before the ci rule existed
         points["rule"] = "point"
     paper = published[published["task"] == task]
-    vanilla = summary[summary["method"] == "large"]
+    vanilla = vanilla_row(summary)
     paper_vanilla = _paper(paper, "vanilla", None, "quality")
     rows = [
         {
@@ -241,9 +210,9 @@ def operating_point_rows(run_dir: Path, published: pd.DataFrame) -> list[dict]:
             "row": "vanilla",
             "rule": None,
             "tolerance": None,
-            "quality": vanilla[quality].iloc[0] if len(vanilla) else None,
+            "quality": None if vanilla is None else vanilla[quality],
             "speedup": 1.0,
-            **(intervals(vanilla.iloc[0]) if len(vanilla) else {}),
+            **({} if vanilla is None else intervals(vanilla)),
             "paper_quality": paper_vanilla,
             "paper_speedup": 1.0 if len(paper) else None,
         }
@@ -376,7 +345,7 @@ def write_comparison(experiment: str, results_dir: Path) -> None:
         )
     table = compare(experiment_dir, experiment)
     note = (
-        "Ours: intervals are paired bootstrap 95% over examples (bild_exp.harness.stats); "
+        "Ours: intervals are paired bootstrap 95% over examples (bild_exp.analysis.stats); "
         "rule `point` picks the fastest configuration whose quality is within the tolerance "
         "of vanilla large (the paper's rule), rule `ci` the fastest whose quality difference's "
         "lower bound is; `paper_*_in_ci` says whether our interval includes the published "

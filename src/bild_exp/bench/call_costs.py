@@ -9,7 +9,7 @@ step. This measures that premise on the machine at hand for each model of the pa
 - ``compiled``: the engine's compiled path (on a CPU over the prepacked model, whose
   linear layers stay one opaque call each, so no weight is held twice);
 - ``int8``, ``int4``: eager on weight-only quantised linear layers (the small variants of
-  the same names, ``bild_exp.decoding.weight_only``; CPUs whose torch has the kernels).
+  the same names, ``bild_exp.models.weight_only``; CPUs whose torch has the kernels).
 
 The paths of one model are timed in alternating blocks at the same cached length
 (:func:`bild_exp.bench.cost_model.measure_targets`); the report names the CPU or GPU, the
@@ -32,11 +32,11 @@ from omegaconf import DictConfig, OmegaConf
 from bild_exp.bench.cost_model import measure_targets
 from bild_exp.console import library_output_to_log
 from bild_exp.decoding.compiled import check_compile_mode, compile_stats
-from bild_exp.decoding.cpu_kernels import prepack_models, prepack_supported
-from bild_exp.decoding.weight_only import QUANTIZED_FORMATS, missing_kernel, quantized_twin
 from bild_exp.errors import InvalidParameterError, one_line_errors
-from bild_exp.harness.models import int4_group_size, load_pair, resolve_device
 from bild_exp.harness.store import atomic_write_bytes
+from bild_exp.models.cpu_kernels import prepack_models, prepack_supported
+from bild_exp.models.pair import int4_group_size, load_pair, resolve_device
+from bild_exp.models.weight_only import QUANTIZED_FORMATS, missing_kernel, quantized_twin
 from bild_exp.timing import device_description
 
 

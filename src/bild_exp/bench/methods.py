@@ -13,12 +13,12 @@ from typing import Any
 import pandas as pd
 import torch
 
+from bild_exp.analysis.operating_points import choose_point
 from bild_exp.decoding import GenerationResult
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
 from bild_exp.decoding.registry import methods_where, parameter_types
 from bild_exp.decoding.sequence import StopStrings
-from bild_exp.harness.models import LoadedPair
-from bild_exp.harness.summary import best_point, vanilla_quality_of
+from bild_exp.models.pair import LoadedPair
 
 
 @dataclass(frozen=True)
@@ -76,29 +76,6 @@ def hf_generate(
     return GenerationResult(tokens=tokens, from_large=[True] * len(tokens), stats={})
 
 
-def chosen_point(
-    summary: pd.DataFrame, family: str, quality: str, tolerance: float, rules: list[str]
-) -> tuple[pd.Series | None, str | None]:
-    """The fastest configuration of ``family`` within ``tolerance`` of vanilla large, by the
-    first of ``rules`` that finds one (the sweep's operating-point rules,
-    :func:`bild_exp.harness.summary.best_point`), and that rule.
-
-    ``family`` is ``study/variant``, or ``study/*`` for any small-model variant."""
-    study, variant = family.split("/")
-    in_family = summary["study"] == study
-    if variant != "*":
-        in_family &= summary["small_variant"] == variant
-    group = summary[in_family]
-    if group.empty:
-        return None, None
-    vanilla = vanilla_quality_of(summary, group, quality)
-    for rule in rules:
-        row = best_point(group, rule, quality, vanilla, tolerance)
-        if row is not None:
-            return row, rule
-    return None, None
-
-
 def params_of(row: pd.Series, names: tuple[str, ...]) -> dict[str, Any]:
     """The named parameters of a summary row, each as its parameter class declares it."""
     types = parameter_types()
@@ -127,7 +104,7 @@ def contenders(
     rules = list(rules)
     for variant in variants:
         for tolerance in tolerances:
-            row, rule = chosen_point(summary, f"bild/{variant}", quality, tolerance, rules)
+            row, rule = choose_point(summary, f"bild/{variant}", quality, tolerance, rules)
             notes.append(selection_note(f"bild/{variant}", tolerance, row, quality, rule))
             if row is None:
                 continue
@@ -158,7 +135,7 @@ def contenders(
         ("speculative/*", "speculative", "window"),
         ("hf_assisted/*", "HF assisted constant", "num_assistant_tokens"),
     ):
-        row, rule = chosen_point(summary, family, quality, tolerances[0], rules)
+        row, rule = choose_point(summary, family, quality, tolerances[0], rules)
         notes.append(selection_note(family, tolerances[0], row, quality, rule))
         if row is None:
             continue

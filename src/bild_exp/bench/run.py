@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from bild_exp.analysis.comparison import compare_with_vanilla, quality_statistics, stats_settings
+from bild_exp.analysis.operating_points import RULES
 from bild_exp.bench.cost_model import (
     CallTimes,
     ideal_bild_speedup,
@@ -30,31 +33,24 @@ from bild_exp.bench.methods import Contender, contenders, with_compiled_twins
 from bild_exp.bench.scale import length_table, worker_throughput
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
+from bild_exp.decoding.registry import parse_params
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.blocks import TimingBlock, rotated, start_block
 from bild_exp.harness.checks import (
     check_integer,
     check_settings,
     check_weight_formats,
-    engine_cpu_kernels,
 )
 from bild_exp.harness.dry_run import print_plan
 from bild_exp.harness.execute import EncodedExample, encode, output_text, timed_call
 from bild_exp.harness.execution import execute_records, execution_limits, pass_at_1
-from bild_exp.harness.metrics import score
-from bild_exp.harness.models import LoadedPair, load_pair
+from bild_exp.harness.metrics import metric_options, quality_column, score
 from bild_exp.harness.pipeline import compile_report, run_sweep
 from bild_exp.harness.plan import plan_runs, small_variants
 from bild_exp.harness.scoring import scored_texts
 from bild_exp.harness.settings import resolve_settings
 from bild_exp.harness.store import atomic_write_bytes
-from bild_exp.harness.summary import (
-    RULES,
-    compare_with_vanilla,
-    metric_options,
-    quality_column,
-    quality_statistics,
-)
+from bild_exp.models.pair import LoadedPair, LoadSettings, load_pair
 from bild_exp.timing import device_description
 
 log = logging.getLogger(__name__)
@@ -118,7 +114,7 @@ def method_row(
     scoring: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One contender against the reference on the same examples, as the sweep compares a
-    configuration with vanilla large (:func:`bild_exp.harness.summary.compare_with_vanilla`:
+    configuration with vanilla large (:func:`bild_exp.analysis.comparison.compare_with_vanilla`:
     same-block pairs, paired bootstrap 95% intervals on one draw of examples)."""
     scoring = scoring or {}
     compared = compare_with_vanilla(
@@ -286,7 +282,7 @@ def run(cfg: DictConfig) -> Path:
     if compiled:  # compiled twins, and the compile report
         chosen = with_compiled_twins(chosen, compile_mode)
     # the same kernels as the sweeps' (engine.cpu_kernels), for every contender alike
-    pair = load_pair(cfg.pair, variants, cpu_kernels=engine_cpu_kernels(cfg))
+    pair = load_pair(cfg.pair, variants, settings=LoadSettings.of(cfg))
     examples = head_to_head_examples(task, bench, resolve_settings(cfg).split, selection)
     items = encode(examples, pair.tokenizer, task, pair.device, cfg.pair.architecture)
     max_new_tokens = resolve_settings(cfg).decode.max_new_tokens
@@ -300,10 +296,9 @@ def run(cfg: DictConfig) -> Path:
             task.prompt_format().response_prefix,
             execution_limits(task.extra.get("execution")),
         )
-    settings = {
-        **OmegaConf.to_container(cfg.stats, resolve=True),
-        "bootstrap": bench.bootstrap_samples,
-    }
+    settings = stats_settings(
+        {**OmegaConf.to_container(cfg.stats, resolve=True), "bootstrap": bench.bootstrap_samples}
+    )
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     # per-call times of the eager path, the twins' compile mode and the default one
     modes = tuple(dict.fromkeys(["default", compile_mode])) if compiled else ()
@@ -355,20 +350,8 @@ def run(cfg: DictConfig) -> Path:
     )
     engine = engine_section() if bench.engine_section else None
     output_dir = Path(bench.output_dir) / cfg.pair.name
-    write_report(
-        output_dir,
-        table,
-        notes,
-        times,
-        ideal,
-        lengths,
-        workers,
-        engine,
-        pair,
-        quality,
-        bench,
-        compile_section,
-    )
+    results = BenchResults(table, notes, times, ideal, lengths, workers, engine, compile_section)
+    write_report(output_dir, results, pair, bench)
     return output_dir
 
 
@@ -394,7 +377,9 @@ def bild_max_small_steps(cfg: DictConfig) -> int:
     """The selection sweep's BiLD max_small_steps (the ideal speedup's cycle length)."""
     study = cfg.method.get("bild")
     params = (study.get("params") if study is not None else None) or {}
-    return int(params.get("max_small_steps", 10))
+    # unset: the default of BiLD's parameter class, not a copy of it
+    fixed = {name: params[name] for name in ("max_small_steps",) if name in params}
+    return parse_params("bild", fixed).max_small_steps
 
 
 def engine_section() -> dict[str, float]:
@@ -471,20 +456,27 @@ def compile_lines(eager: dict[str, CallTimes], section: dict) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class BenchResults:
+    """What one bench run measured, as :func:`write_report` renders it."""
+
+    table: pd.DataFrame  # one row per contender (:func:`method_row`)
+    notes: list[dict[str, Any]]  # the operating-point selections
+    times: dict[str, CallTimes]  # per-call times, eager path
+    ideal: dict[str, float]  # BiLD's ideal speedup and the max_small_steps it assumes
+    lengths: pd.DataFrame  # latency by output length
+    workers: pd.DataFrame | None = None  # sweep throughput by joblib workers
+    engine: dict[str, float] | None = None  # the engine's loop against HF generate
+    compile_section: dict[str, Any] | None = None  # the compiled path
+
+
 def write_report(
-    output_dir: Path,
-    table: pd.DataFrame,
-    notes: list,
-    times: dict[str, CallTimes],
-    ideal: dict[str, float],
-    lengths: pd.DataFrame,
-    workers: pd.DataFrame | None,
-    engine: dict | None,
-    pair: LoadedPair,
-    quality: str,
-    bench: DictConfig,
-    compile_section: dict | None = None,
+    output_dir: Path, results: BenchResults, pair: LoadedPair, bench: DictConfig
 ) -> None:
+    """bench.csv (the contenders' table) and bench.md (every section), atomically."""
+    table, notes, times, ideal = results.table, results.notes, results.times, results.ideal
+    lengths, workers, engine = results.lengths, results.workers, results.engine
+    compile_section = results.compile_section
     device = device_description(pair.device)
     atomic_write_bytes(output_dir / "bench.csv", table.to_csv(index=False).encode())
     lines = [
@@ -496,7 +488,7 @@ def write_report(
         f"{bench.n_examples} examples of the {bench.split} split, methods interleaved per example; "
         "operating points chosen on the validation split. Speedup = vanilla large (engine) total latency / "
         "method total latency; quality_diff = method - vanilla large (engine); CIs: paired "
-        "bootstrap 95% over examples (bild_exp.harness.stats).",
+        "bootstrap 95% over examples (bild_exp.analysis.stats).",
         "",
         table.round(3).to_markdown(index=False),
         "",

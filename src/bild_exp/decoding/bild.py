@@ -9,6 +9,11 @@ With ``draft_source="ngram+small"`` each step first looks for an n-gram proposal
 (:mod:`bild_exp.decoding.ngram`): its tokens join the unverified ones and go to the large
 model at once, whose rollback rule judges them as it judges the small model's; only where
 there is none does the small model decode a token under the fallback policy.
+
+:class:`BildDecoder` is Algorithm 1 as the paper writes it; :class:`OfficialBildDecoder`
+is the authors' released loop (``schedule="official"``), which differs in three places,
+each an override below. Where this module departs from the paper's text, a comment
+starting "Departs from the paper" says so at the line that does it.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ class BildDecoder:
         self.params, self.sampler = params, sampler
         self.counters = PolicyCounters()
         self.n_unverified = 0  # small tokens the large model has not checked yet
-        # p_S of unverified tokens, kept only for metrics that compare whole distributions.
+        # Departs from the paper: its rollback distance is the cross-entropy of the large
+        # model's distribution against y_S alone; the KL and total-variation metrics
+        # (rollback_metric) compare whole distributions, so p_S of every unverified token is
+        # kept here until the large pass that judges it.
         self.keep_small_log_probs = params.rollback_metric != "cross_entropy"
         self.unverified_small_log_probs: list[torch.Tensor] = []
         # what n-gram proposals search before the output: the prompt (a decoder-only
@@ -51,13 +59,7 @@ class BildDecoder:
         self.lookup_prefix = sequence.prompt_ids() if lookup_prefix is None else lookup_prefix
         self.n_ngram_pending = 0  # the last unverified tokens that an n-gram proposal drafted
 
-    @property
-    def official(self) -> bool:
-        return self.params.schedule == "official"
-
     def run(self) -> GenerationResult:
-        if self.official and not self.sequence.done:  # the official loop starts with the large
-            self.large_step()
         while not self.sequence.done:
             self.small_step()
         return build_result(self.sequence, self.large, self.small, self.counters)
@@ -142,14 +144,10 @@ class BildDecoder:
         self.small.truncate(first_changed)
         self.n_unverified = self.n_ngram_pending = 0
         self.unverified_small_log_probs.clear()
-        # 5. The official loop lets the large model write one more token after a rollback.
-        if self.official and n_rejected > 0 and not sequence.done:
-            self.large_step()
+        self.after_large_pass(n_rejected)
 
-    def large_step(self) -> None:
-        """One autoregressive large-model token, no small tokens pending (official schedule)."""
-        logits = self.large.forward(self.sequence.view())[-1]
-        self.sequence.append(int(self.sampler.choose(logits)), from_large=True)
+    def after_large_pass(self, n_rejected: int) -> None:
+        """Algorithm 1 hands control back to the small model after every large pass."""
 
     def rollback_decision(
         self, logits: torch.Tensor, small_tokens: torch.Tensor
@@ -170,22 +168,51 @@ class BildDecoder:
         distances = rollback_distances(
             large_log_probs[:-1], small_tokens, small_log_probs, self.params.rollback_metric
         )
-        if self.official:
-            return self.official_rollback_decision(logits, small_tokens, distances)
+        return self.rollback_at(logits, small_tokens, distances)
+
+    def rollback_at(
+        self, logits: torch.Tensor, small_tokens: torch.Tensor, distances: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Algorithm 1's rule: the first small token whose distance exceeds alpha_RB."""
         if self.sampler.greedy:
             large_tokens = logits.argmax(-1)
+            # Departs from the paper: under greedy decoding a small token equal to the large
+            # model's argmax is never rolled back, however far the distributions are. The
+            # text's rule would roll back there, have the large model write the same token
+            # and discard every small token after it; here those are judged in turn.
             agreement = large_tokens[:-1] == small_tokens
             rollback_at = first_rollback_index(distances, self.params.rollback_threshold, agreement)
             return rollback_at, large_tokens[rollback_at]
         rollback_at = first_rollback_index(distances, self.params.rollback_threshold)
         return rollback_at, self.sampler.choose(logits[rollback_at])
 
-    def official_rollback_decision(
+
+class OfficialBildDecoder(BildDecoder):
+    """The authors' released loop (``schedule="official"``, kssteven418/BigLittleDecoder):
+    it starts with a large-model token, lets the large model write one more token after a
+    rollback, and judges only the first position beyond alpha_RB."""
+
+    def run(self) -> GenerationResult:
+        if not self.sequence.done:  # the official loop starts with the large model
+            self.large_step()
+        return super().run()
+
+    def after_large_pass(self, n_rejected: int) -> None:
+        """After a rollback the large model writes one more token before the small resumes."""
+        if n_rejected > 0 and not self.sequence.done:
+            self.large_step()
+
+    def large_step(self) -> None:
+        """One autoregressive large-model token, no small tokens pending."""
+        logits = self.large.forward(self.sequence.view())[-1]
+        self.sequence.append(int(self.sampler.choose(logits)), from_large=True)
+
+    def rollback_at(
         self, logits: torch.Tensor, small_tokens: torch.Tensor, distances: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The official rule: only the first position beyond alpha_RB may roll back, and it
-        does not when the large model's token there equals the small one's (then every small
-        token is kept and the large model's token after them is appended)."""
+        """Only the first position beyond alpha_RB may roll back, and it does not when the
+        large model's token there equals the small one's (then every small token is kept and
+        the large model's token after them is appended)."""
         n_unverified = small_tokens.shape[0]
         first = first_rollback_index(distances, self.params.rollback_threshold)
         token = self.sampler.choose(logits[first])
@@ -204,7 +231,8 @@ def decode_bild(
     """Run BiLD on one example (batch size 1)."""
     sequence = context.start(large, input_ids)
     large_runner, small_runner = context.runners(large, small, input_ids, sequence)
-    decoder = BildDecoder(
+    decoder_class = OfficialBildDecoder if params.schedule == "official" else BildDecoder
+    decoder = decoder_class(
         large=large_runner,
         small=small_runner,
         sequence=sequence,

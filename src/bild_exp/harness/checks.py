@@ -5,20 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bild_exp.data.tasks import TaskSpec
 from bild_exp.decoding.compiled import check_compile_mode
-from bild_exp.decoding.cpu_kernels import resolve_cpu_kernels
 from bild_exp.decoding.registry import methods_where
-from bild_exp.decoding.weight_only import QUANTIZED_FORMATS, check_group_size, check_weights
 from bild_exp.errors import InvalidParameterError
 from bild_exp.flops import ModelShape
 from bild_exp.harness.execution import execution_limits
 from bild_exp.harness.long_run import check_record_parts, parse_duration, parse_shard
-from bild_exp.harness.models import int4_group_size, model_config, resolve_device
 from bild_exp.harness.plan import RunConfig
+from bild_exp.models.pair import LoadSettings, int4_group_size, model_config, resolve_device
+from bild_exp.models.weight_only import QUANTIZED_FORMATS, check_group_size, check_weights
 from bild_exp.wandb_setup import check_mode
 
 EMPTY_SOURCE_POLICIES = ("skip", "error")
@@ -118,14 +116,6 @@ def check_paper_device(cfg: DictConfig, task: TaskSpec, device: Any) -> None:
         )
 
 
-def engine_cpu_kernels(cfg: DictConfig) -> str:
-    """``engine.cpu_kernels`` resolved for the pair's device and dtype: ``plain`` or
-    ``prepacked`` (:func:`bild_exp.decoding.cpu_kernels.resolve_cpu_kernels`)."""
-    dtype = getattr(torch, str(cfg.pair.dtype), None)
-    device = resolve_device(cfg.pair.device)
-    return resolve_cpu_kernels(cfg.engine.cpu_kernels, device, dtype)
-
-
 def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
     """``engine.compile=true`` with a run the compiled path cannot take: one line, before
     any model loads (the models' own types are checked by the engine at the first call)."""
@@ -136,7 +126,7 @@ def check_engine(cfg: DictConfig, runs: list[RunConfig]) -> None:
         )
     mode = cfg.engine.compile_mode
     check_compile_mode(mode, "engine.compile_mode")
-    engine_cpu_kernels(cfg)
+    LoadSettings.of(cfg)  # engine.cpu_kernels resolves on this device and dtype
     check_weight_formats(cfg, sorted({run.small_variant for run in runs}))
     if mode != "default" and not compile:
         raise InvalidParameterError(

@@ -10,11 +10,11 @@ from omegaconf import DictConfig
 from bild_exp.data.tasks import task_from_config
 from bild_exp.harness.blocks import BLOCK_COLUMNS, TIMING_COLUMNS, timing_work
 from bild_exp.harness.fingerprint import baselines_folder, compatibility, run_folder
-from bild_exp.harness.models import resolve_device
+from bild_exp.harness.metrics import quality_column
 from bild_exp.harness.plan import RunConfig, reference_runs
 from bild_exp.harness.settings import resolve_settings
 from bild_exp.harness.store import RecordStore
-from bild_exp.harness.summary import quality_column
+from bild_exp.models.pair import resolve_device
 from bild_exp.timing import device_description
 
 

@@ -23,10 +23,10 @@ from bild_exp.decoding.sequence import StopStrings
 from bild_exp.flops import ModelShape, generation_cost
 from bild_exp.harness.blocks import TimingBlock, load_average, rotated
 from bild_exp.harness.long_run import RunProgress
-from bild_exp.harness.models import LoadedPair
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.settings import DecodeSettings
 from bild_exp.harness.store import RecordStore
+from bild_exp.models.pair import LoadedPair
 from bild_exp.timing import timed
 
 FLUSH_EVERY = 8  # examples

@@ -11,10 +11,9 @@ from omegaconf import DictConfig
 
 from bild_exp.data.tasks import Example, TaskSpec
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.checks import engine_cpu_kernels
-from bild_exp.harness.models import int4_group_size
 from bild_exp.harness.plan import RunConfig
 from bild_exp.harness.settings import resolve_settings
+from bild_exp.models.pair import LoadSettings
 
 
 def dataset_fingerprint(examples: list[Example]) -> str:
@@ -45,7 +44,7 @@ def compatibility(
     The early-exit depth and CALM's model count only when a planned run uses them (None
     otherwise): a sweep without them shares folders with sweeps that differ only there.
     """
-    settings = resolve_settings(cfg)
+    settings, load = resolve_settings(cfg), LoadSettings.of(cfg)
     uses = {
         "early_exit_layers": any(run.small_variant == "early_exit" for run in runs),
         "calm_model": any(run.method == "calm" for run in runs),
@@ -72,22 +71,21 @@ def compatibility(
         # compiled and eager timings never share a folder, nor do two compile modes
         "engine_compile_mode": settings.decode.compile_mode,
         # prepacked kernels round differently from plain ones
-        "engine_cpu_kernels": engine_cpu_kernels(cfg),
-        **weight_keys(cfg, runs),
+        "engine_cpu_kernels": load.cpu_kernels,
+        **weight_keys(load, runs),
     }
 
 
-def weight_keys(cfg: DictConfig, runs: list[RunConfig]) -> dict[str, Any]:
+def weight_keys(load: LoadSettings, runs: list[RunConfig]) -> dict[str, Any]:
     """The quantised weights' settings, stated only where they apply: a quantised large model
     is another model (``pair.large_weights``); the int4 group size defines the ``int4``
     small variant. Left out at their defaults, so that every folder written before they
     existed keeps its fingerprint (and its baselines folder its name)."""
     keys: dict[str, Any] = {}
-    large_weights = cfg.pair.get("large_weights") or "float32"
-    if large_weights != "float32":
-        keys["large_weights"] = large_weights
-    if large_weights == "int4" or any(run.small_variant == "int4" for run in runs):
-        keys["int4_group_size"] = int4_group_size(cfg.pair)
+    if load.large_weights != "float32":
+        keys["large_weights"] = load.large_weights
+    if load.large_weights == "int4" or any(run.small_variant == "int4" for run in runs):
+        keys["int4_group_size"] = load.int4_group_size
     return keys
 
 

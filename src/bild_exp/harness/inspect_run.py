@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 from bild_exp.data.tasks import DataError, load_examples, task_from_config
 from bild_exp.decoding.registry import parameter_types
 from bild_exp.harness.execute import EncodedExample, decode_once, encode, output_text, record
-from bild_exp.harness.models import load_pair
 from bild_exp.harness.plan import PARAM_COLUMNS, RunConfig
 from bild_exp.harness.settings import resolve_settings
 from bild_exp.harness.store import RecordStore
+from bild_exp.models.pair import LoadSettings, load_pair
 
 INTEGER_PARAMS = tuple(name for name, kind in parameter_types().items() if kind is int)
 
@@ -47,7 +47,9 @@ def decode_bild_example(run_dir: Path, n_candidates: int) -> pd.Series:
     task, settings = task_from_config(config.task), resolve_settings(config)
     # the kernels the run's records were decoded with (folders from before: plain)
     kernels = manifest.get("cpu_kernels", "plain")
-    pair = load_pair(config.pair, [run.small_variant], cpu_kernels=kernels)
+    pair = load_pair(
+        config.pair, [run.small_variant], settings=LoadSettings.for_pair(config.pair, kernels)
+    )
     examples = load_examples(task, settings.split, n_candidates)
     items = encode(examples, pair.tokenizer, task, pair.device, config.pair.architecture)
     max_new_tokens, stops = settings.decode.max_new_tokens, settings.decode.stop_strings

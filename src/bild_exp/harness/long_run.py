@@ -1,6 +1,7 @@
 """Runs that outlast a machine: a time budget that stops a sweep cleanly between examples
 (``sweep.run_for``), a shard of the examples per cluster job (``data.shard``), and a
-progress line per finished example (done of all, this block's rate, the time left).
+progress line per finished example (done of all, this block's rate, the time left); a
+SIGTERM stops the run between examples as the budget does (``stop_on_signal``).
 
 A sweep whose records are committed (``sweep.record_parts=per_example``, make humaneval)
 writes each finished example's records at once and never rewrites them, so a fresh clone
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import math
 import re
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -122,6 +126,7 @@ class RunProgress:
     started: float = field(default_factory=lambda: time.monotonic())  # this block's first example
     n_this_block: int = 0
     stopped_early: bool = False
+    stop_signal: str | None = None  # the signal that asked the run to stop (stop_on_signal)
 
     def per_example_s(self, now: float | None = None) -> float | None:
         if not self.n_this_block:
@@ -130,7 +135,10 @@ class RunProgress:
 
     def out_of_time(self) -> bool:
         """True (and remembered) once the next example would end after the deadline at
-        this block's rate (before the first example: once the deadline has passed)."""
+        this block's rate (before the first example: once the deadline has passed), or once
+        a signal asked the run to stop (:func:`stop_on_signal`)."""
+        if self.stop_signal is not None:
+            self.stopped_early = True
         if self.deadline is not None and not self.stopped_early:
             now = time.monotonic()
             self.stopped_early = now + (self.per_example_s(now) or 0.0) > self.deadline
@@ -154,13 +162,47 @@ class RunProgress:
         left = self.n_total - self.n_done
         if not left:
             return f"progress: all {self.n_total} examples done"
-        why = (
-            f"the time budget ({format_duration(self.run_for_s or 0)}) would be exceeded by "
-            "the next example"
-            if self.stopped_early
-            else "this run stopped"
-        )
+        if self.stop_signal is not None:
+            why = f"{self.stop_signal} asked it to stop"
+        elif self.stopped_early:
+            why = (
+                f"the time budget ({format_duration(self.run_for_s or 0)}) would be exceeded "
+                "by the next example"
+            )
+        else:
+            why = "this run stopped"
         return (
             f"progress: {self.n_done} of {self.n_total} examples done; {why}: the same "
             f"command continues with the next example ({left} left)"
         )
+
+
+@contextmanager
+def stop_on_signal(
+    progress: RunProgress, signals: Sequence[int] = (signal.SIGTERM,)
+) -> Iterator[None]:
+    """A stop asked for by a signal (``kill``, a cluster's time limit or preemption: Slurm
+    sends SIGTERM first) is a stop between examples, as the time budget's: the example in
+    progress finishes and is stored, the block's per-call costs are measured and the summary
+    written. A second signal stops at once (Ctrl-C's path: what is stored stays). Outside
+    the main thread, where Python cannot handle signals, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask_to_stop(signum: int, frame: object) -> None:
+        if progress.stop_signal is not None:
+            raise KeyboardInterrupt
+        progress.stop_signal = signal.Signals(signum).name
+        print(
+            f"progress: {progress.stop_signal} received: stopping after the example in "
+            "progress (send it again to stop at once)",
+            flush=True,
+        )
+
+    previous = {number: signal.signal(number, ask_to_stop) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import sacrebleu
 from rouge_score import rouge_scorer
@@ -74,3 +75,18 @@ def score(
     if metric == "rouge":
         return rouge(hypotheses, references, rouge_stemmer)
     raise InvalidParameterError(f"metric={metric!r} is invalid: accepted bleu, rouge")
+
+
+def quality_column(metric: str, quality: str | None) -> str:
+    """The headline quality score: BLEU, ROUGE-L, pass@1, or the task's choice (CNN/DM:
+    ROUGE-Lsum)."""
+    return quality or {"bleu": "bleu", "pass_at_1": "pass_at_1"}.get(metric, "rougeL")
+
+
+def metric_options(scoring: dict[str, Any]) -> dict[str, Any]:
+    """The metric settings of ``scoring`` (``scoring`` in conf/sweep.yaml; the metrics'
+    own defaults where a caller such as the bench passes fewer keys)."""
+    return {
+        "bleu_tokenize": scoring.get("bleu_tokenize", "13a"),
+        "rouge_stemmer": scoring.get("rouge_stemmer", True),
+    }

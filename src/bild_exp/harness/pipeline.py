@@ -17,6 +17,10 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from bild_exp.analysis.by_length import by_length
+from bild_exp.analysis.operating_points import operating_points
+from bild_exp.analysis.report import format_summary, notes, points_table, write_outputs
+from bild_exp.analysis.summary import summarize
 from bild_exp.data.tasks import (
     DataError,
     Example,
@@ -35,8 +39,7 @@ from bild_exp.harness.blocks import (
     start_block,
     timing_work,
 )
-from bild_exp.harness.by_length import by_length
-from bild_exp.harness.checks import check_paper_device, engine_cpu_kernels
+from bild_exp.harness.checks import check_paper_device
 from bild_exp.harness.execute import EncodedExample, encode, execute_interleaved
 from bild_exp.harness.execution import execute_records, execution_limits, resolve_sandbox
 from bild_exp.harness.fingerprint import (
@@ -45,22 +48,27 @@ from bild_exp.harness.fingerprint import (
     dataset_fingerprint,
     run_folder,
 )
-from bild_exp.harness.long_run import RunProgress, complete_examples, shard_label, shard_of
+from bild_exp.harness.long_run import (
+    RunProgress,
+    complete_examples,
+    shard_label,
+    shard_of,
+    stop_on_signal,
+)
 from bild_exp.harness.manifest import build_manifest, machine_load, peak_memory_gb
+from bild_exp.harness.metrics import quality_column
 from bild_exp.harness.modelled_latency import (
     block_table,
     costs_to_json,
     measure_block_costs,
     with_modelled_latency,
 )
-from bild_exp.harness.models import LoadedPair, load_pair, load_tokenizer, resolve_device
 from bild_exp.harness.placement import placed
 from bild_exp.harness.plan import RunConfig, reference_runs
-from bild_exp.harness.report import format_summary, notes, points_table, write_outputs
 from bild_exp.harness.scoring import scored_texts
 from bild_exp.harness.settings import SweepSettings, resolve_settings
 from bild_exp.harness.store import BusyError, RecordStore, atomic_write_bytes, read_json
-from bild_exp.harness.summary import operating_points, quality_column, summarize
+from bild_exp.models.pair import LoadedPair, LoadSettings, load_pair, load_tokenizer, resolve_device
 from bild_exp.timing import device_description
 
 log = logging.getLogger(__name__)
@@ -187,7 +195,7 @@ def sweep_on_device(
     baselines.verify()
     if cfg.pair.architecture == "decoder-only":  # a chat prompt needs a chat template: check first
         task.prompt_format().check_tokenizer(load_tokenizer(cfg.pair), cfg.pair.tokenizer)
-    kernels = engine_cpu_kernels(cfg)
+    load_settings = LoadSettings.of(cfg)
     load_before = machine_load()  # before the models load: what else was running
     context = {"task": task.name, "pair": cfg.pair.name, "split": settings.split}
     pair, computed = None, 0
@@ -200,7 +208,7 @@ def sweep_on_device(
             cfg.pair,
             variants,
             need_calm=any(run.method == "calm" for run in runs),
-            cpu_kernels=kernels,
+            settings=load_settings,
         )
         tokenizer = pair.tokenizer
         store.claim(fingerprint)  # only once the models load: a typo in a path locks nothing
@@ -210,9 +218,10 @@ def sweep_on_device(
         deadline = None if settings.run_for_s is None else started + settings.run_for_s
         progress = RunProgress(len(items), 0, deadline, settings.run_for_s)
         try:
-            computed = execute_all(
-                runs, items, pair, (store, baselines), context, cfg, block, progress
-            )
+            with stop_on_signal(progress):  # SIGTERM: stop after this example, as the budget does
+                computed = execute_all(
+                    runs, items, pair, (store, baselines), context, cfg, block, progress
+                )
         except KeyboardInterrupt:
             raise Interrupted(
                 f"{len(store.done_keys())} records in {str(store.parts_dir)!r} and "
@@ -248,7 +257,7 @@ def sweep_on_device(
     manifest = build_manifest(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
     )
-    manifest["cpu_kernels"] = kernels
+    manifest["cpu_kernels"] = load_settings.cpu_kernels
     if "sandbox" in records:  # what contained the model-written programs
         manifest["sandbox"] = sorted(set(records["sandbox"].dropna()))
     # a rerun that timed nothing keeps the load, memory and block of the run that did

@@ -22,7 +22,7 @@ from bild_exp.errors import InvalidParameterError
 BASELINE_METHODS = ("large", "small")
 # base: pair.small | aligned: pair.small_aligned | early_exit: the large model's first
 # pair.early_exit_layers decoder layers (paper Section 4.4) | int8, int4: pair.small with
-# weight-only quantised linear layers (bild_exp.decoding.weight_only; int4 groups of
+# weight-only quantised linear layers (bild_exp.models.weight_only; int4 groups of
 # pair.int4_group_size input columns)
 SMALL_VARIANTS = ("base", "aligned", "early_exit", "int8", "int4")
 GRID_AXES = (

@@ -8,7 +8,7 @@
   and prompts are several times longer than responses.
 - :func:`truncated_model`: a small model cut from a large one (its embeddings, final norm
   and head, plus its first ``k`` layers), whose shared tensors are frozen so that only its
-  own layers need shipping (:mod:`bild_exp.harness.shared_weights`).
+  own layers need shipping (:mod:`bild_exp.models.shared_weights`).
 """
 
 from __future__ import annotations

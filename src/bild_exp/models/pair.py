@@ -19,19 +19,19 @@ from transformers import (
 from bild_exp.data.tasks import resolve_path
 from bild_exp.decoding import GenerationResult, check_pair, generate
 from bild_exp.decoding.api import ARCHITECTURES
-from bild_exp.decoding.cpu_kernels import prepack_models
 from bild_exp.decoding.early_exit import EarlyExit
-from bild_exp.decoding.weight_only import (
+from bild_exp.errors import BildError, InvalidParameterError
+from bild_exp.flops import ModelShape
+from bild_exp.models.cpu_kernels import prepack_models, resolve_cpu_kernels
+from bild_exp.models.gguf import converted_folder, is_gguf
+from bild_exp.models.shared_weights import has_shared_weights, load_with_shared
+from bild_exp.models.weight_only import (
     QUANTIZED_FORMATS,
     model_bytes,
     quantize_model,
     quantized_twin,
     weights_of,
 )
-from bild_exp.errors import BildError, InvalidParameterError
-from bild_exp.flops import ModelShape
-from bild_exp.harness.gguf import converted_folder, is_gguf
-from bild_exp.harness.shared_weights import has_shared_weights, load_with_shared
 
 DTYPES = ("float32", "float16", "bfloat16")
 # transformers otherwise starts a background thread that can download a second, safetensors
@@ -103,6 +103,33 @@ def check_tokenizers(pair_cfg: Any, names: list[str], tokenizer: PreTrainedToken
             )
 
 
+@dataclass(frozen=True)
+class LoadSettings:
+    """What loading does to the models besides reading them, resolved once from the config:
+    the linear layers' kernels and the large model's weight format. (A small variant's
+    format is its name: ``int8``/``int4`` are weight-only quantised twins of ``base``.) The
+    pipeline records these in the manifest and the fingerprint from this one object."""
+
+    cpu_kernels: str = "plain"  # engine.cpu_kernels resolved: plain | prepacked
+    large_weights: str = "float32"  # pair.large_weights: float32, int8 or int4
+    int4_group_size: int = 32  # pair.int4_group_size: input columns per int4 scale and zero
+
+    @classmethod
+    def for_pair(cls, pair_cfg: Any, cpu_kernels: str = "plain") -> LoadSettings:
+        """The pair's weight settings, with ``cpu_kernels`` (already resolved)."""
+        return cls(
+            cpu_kernels, pair_cfg.get("large_weights") or "float32", int4_group_size(pair_cfg)
+        )
+
+    @classmethod
+    def of(cls, cfg: Any) -> LoadSettings:
+        """From a sweep or bench config: ``engine.cpu_kernels`` resolved for the pair's device
+        and dtype (``auto``: prepacked on a CPU with float32), and the pair's weights."""
+        dtype = getattr(torch, str(cfg.pair.dtype), None)
+        device = resolve_device(cfg.pair.device)
+        return cls.for_pair(cfg.pair, resolve_cpu_kernels(cfg.engine.cpu_kernels, device, dtype))
+
+
 @dataclass
 class LoadedPair:
     tokenizer: PreTrainedTokenizerBase
@@ -110,8 +137,15 @@ class LoadedPair:
     smalls: dict[str, PreTrainedModel | EarlyExit] = field(default_factory=dict)  # by variant
     device: torch.device = torch.device("cpu")
     calm: PreTrainedModel | None = None  # CALM's own model (pair.calm_model), else the large one
-    cpu_kernels: str = "plain"  # the linear layers' kernels (engine.cpu_kernels, resolved)
-    large_weights: str = "float32"  # pair.large_weights: float32, int8 or int4
+    settings: LoadSettings = LoadSettings()  # what loading did to the models
+
+    @property
+    def cpu_kernels(self) -> str:
+        return self.settings.cpu_kernels
+
+    @property
+    def large_weights(self) -> str:
+        return self.settings.large_weights
 
     def weights_report(self) -> dict[str, dict[str, Any]]:
         """Each loaded model's linear-layer weights (float32, int8, int4) and its size in
@@ -207,16 +241,16 @@ def load_pair(
     variants: list[str],
     need_large: bool = True,
     need_calm: bool = False,
-    cpu_kernels: str = "plain",
+    settings: LoadSettings | None = None,
 ) -> LoadedPair:
     """Tokenizer, large model and the requested small variants, in eval mode on the device.
 
     The ``early_exit`` variant is the large model's first ``pair.early_exit_layers`` layers;
-    ``need_calm`` loads ``pair.calm_model`` when the pair names one. ``cpu_kernels``
-    ``prepacked`` (resolved, :func:`bild_exp.decoding.cpu_kernels.resolve_cpu_kernels`)
-    swaps every model's linear layers for oneDNN-prepacked ones, each shared weight once;
-    weight-only quantised layers (small variants ``int8``/``int4``, ``pair.large_weights``)
-    keep their own kernels. The large model is quantised after every small is loaded (a
+    ``need_calm`` loads ``pair.calm_model`` when the pair names one. ``settings``
+    (default: the pair's weights, plain kernels): ``cpu_kernels="prepacked"`` swaps every
+    model's linear layers for oneDNN-prepacked ones, each shared weight once; weight-only
+    quantised layers (small variants ``int8``/``int4``, ``large_weights``) keep their own
+    kernels. The large model is quantised after every small is loaded (a
     small cut from it reads its float tensors).
     """
     if pair_cfg.dtype not in DTYPES:
@@ -228,6 +262,7 @@ def load_pair(
             f"pair.architecture={pair_cfg.architecture!r} is invalid: accepted {', '.join(ARCHITECTURES)}"
         )
     check_half_precision(pair_cfg)
+    settings = settings or LoadSettings.for_pair(pair_cfg)
     device = resolve_device(pair_cfg.device)
     dtype = getattr(torch, pair_cfg.dtype)
     loader = AutoModelForSeq2SeqLM if pair_cfg.architecture == "seq2seq" else AutoModelForCausalLM
@@ -256,31 +291,22 @@ def load_pair(
             smalls[variant] = EarlyExit(large, layers=pair_cfg.early_exit_layers)
             continue
         if variant in QUANTIZED_FORMATS and "base" in smalls:
-            smalls[variant] = quantized_twin(smalls["base"], variant, int4_group_size(pair_cfg))
+            smalls[variant] = quantized_twin(smalls["base"], variant, settings.int4_group_size)
             continue
         smalls[variant] = load(SMALL_CHECKPOINTS[variant], large)
         if large is not None:
             check_pair(large, smalls[variant], pair_cfg.architecture)
         if variant in QUANTIZED_FORMATS:
-            quantize_model(smalls[variant], variant, int4_group_size(pair_cfg))
+            quantize_model(smalls[variant], variant, settings.int4_group_size)
     smalls = {variant: smalls[variant] for variant in variants}  # in the order asked for
     calm = load("calm_model") if need_calm and pair_cfg.get("calm_model") else None
     if calm is not None and large is not None:
         check_pair(large, calm, pair_cfg.architecture)
-    large_weights = pair_cfg.get("large_weights") or "float32"
-    if large is not None and large_weights in QUANTIZED_FORMATS:
-        quantize_model(large, large_weights, int4_group_size(pair_cfg))
-    if cpu_kernels == "prepacked":
+    if large is not None and settings.large_weights in QUANTIZED_FORMATS:
+        quantize_model(large, settings.large_weights, settings.int4_group_size)
+    if settings.cpu_kernels == "prepacked":
         prepack_models([large, *smalls.values(), calm])
-    return LoadedPair(
-        tokenizer=tokenizer,
-        large=large,
-        smalls=smalls,
-        device=device,
-        calm=calm,
-        cpu_kernels=cpu_kernels,
-        large_weights=large_weights,
-    )
+    return LoadedPair(tokenizer, large, smalls, device, calm, settings)
 
 
 def int4_group_size(pair_cfg: Any) -> Any:

@@ -37,8 +37,8 @@ import copy
 import torch
 from torch import nn
 
-from bild_exp.decoding.cpu_kernels import own_remaining_parameters
 from bild_exp.errors import InvalidParameterError
+from bild_exp.models.cpu_kernels import own_remaining_parameters
 
 WEIGHT_FORMATS = ("float32", "int8", "int4")
 QUANTIZED_FORMATS = ("int8", "int4")

@@ -10,7 +10,7 @@ Assembly streams the parts, in order, into ``$BILD_EXP_CACHE/gguf-parts/<sha256
 prefix>/<file name>`` under a temporary name, hashing as it writes; the file is renamed into
 place only when its size and hash are the manifest's, so an interrupted or corrupted
 assembly never leaves a file that looks complete. Then the file is an ordinary GGUF
-checkpoint (:mod:`bild_exp.harness.gguf` converts and caches it).
+checkpoint (:mod:`bild_exp.models.gguf` converts and caches it).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bild_exp.harness.gguf import PARTS_SCHEME as SCHEME
-from bild_exp.harness.gguf import GGUFError, cache_root
 from bild_exp.installed import module_folder
+from bild_exp.models.gguf_cache import PARTS_SCHEME as SCHEME
+from bild_exp.models.gguf_cache import GGUFError, cache_root
 
 BLOCK = 1 << 20
 
