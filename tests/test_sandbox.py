@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import socket
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -241,3 +242,18 @@ def test_the_guard_alone_does_not_contain_code_written_to_escape_it(name, watche
     before = digest(watched)
     run_program(ESCAPES[name].format(w=watched, port=0), GUARD)
     assert digest(watched) != before
+
+
+def test_a_python_under_tmp_stays_visible_in_the_private_tmp(monkeypatch):
+    """A clone under /tmp runs its programs with its own .venv's Python: the sandbox's
+    private /tmp would hide it (every program 'failed: execvp ... No such file'), so the
+    interpreter's folders under /tmp are bound again, read-only, after it."""
+    from bild_exp.harness.execution import bwrap_command
+
+    monkeypatch.setattr(sys, "prefix", "/tmp/clone/.venv")
+    command = bwrap_command("/tmp/scoring", ["python", "program.py"])
+    at = command.index("/tmp/clone/.venv")
+    assert command[at - 1 : at + 2] == ["--ro-bind", "/tmp/clone/.venv", "/tmp/clone/.venv"]
+    assert command.index("--tmpfs") < at < command.index("--bind")
+    monkeypatch.setattr(sys, "prefix", "/opt/venv")
+    assert "/opt/venv" not in bwrap_command("/tmp/scoring", ["python"])  # seen through /

@@ -141,10 +141,25 @@ class SandboxError(InvalidParameterError):
     """``task.execution.sandbox=bwrap`` where bubblewrap cannot run."""
 
 
+def interpreter_folders() -> list[str]:
+    """The folders of this Python (its virtual environment and base installation) that lie
+    under ``/tmp``: the sandbox's private ``/tmp`` would hide them (a clone under ``/tmp``
+    with its ``.venv``), so they are bound again, read-only, on top of it."""
+    folders = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
+    under_tmp = {
+        folder
+        for folder in folders
+        if os.path.realpath(folder) == "/tmp" or os.path.realpath(folder).startswith("/tmp/")
+    }
+    return sorted(os.path.realpath(folder) for folder in under_tmp)
+
+
 def bwrap_command(directory: str, argv: list[str]) -> list[str]:
     """``argv`` inside bubblewrap: every namespace of its own (no network), the filesystem
     read-only, a private ``/tmp`` and ``/dev``, ``directory`` the one writable place (bound
-    after the private ``/tmp``, which would hide it), ended with its parent."""
+    after the private ``/tmp``, which would hide it, as are this Python's own folders under
+    ``/tmp``: :func:`interpreter_folders`), ended with its parent."""
+    python = [arg for folder in interpreter_folders() for arg in ("--ro-bind", folder, folder)]
     return [
         "bwrap",
         "--unshare-all",
@@ -154,6 +169,7 @@ def bwrap_command(directory: str, argv: list[str]) -> list[str]:
         "--dev", "/dev",
         "--proc", "/proc",
         "--tmpfs", "/tmp",
+        *python,
         "--bind", directory, directory,
         "--chdir", directory,
         "--",
@@ -164,13 +180,15 @@ def bwrap_command(directory: str, argv: list[str]) -> list[str]:
 @functools.cache
 def bwrap_problem() -> str | None:
     """Why bubblewrap cannot contain a program here (None: it can), probed once per process
-    by running ``true`` in the sandbox the programs get."""
+    by running this Python in the sandbox the programs get."""
     if shutil.which("bwrap") is None:
         return "bwrap is not installed (Debian/Ubuntu: apt install bubblewrap)"
     with tempfile.TemporaryDirectory(prefix="bild-probe-") as directory:
         try:
             probe = subprocess.run(
-                bwrap_command(directory, ["true"]), capture_output=True, timeout=30
+                bwrap_command(directory, [sys.executable, "-I", "-c", "pass"]),
+                capture_output=True,
+                timeout=30,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             return f"bwrap did not run ({type(error).__name__})"
