@@ -149,7 +149,7 @@ def operating_points(
             continue
         for rule in RULES:
             for tolerance in tolerances:
-                best, _ = choose_point(summary, family, quality, tolerance, [rule])
+                best = best_point(group, rule, quality, vanilla_quality, tolerance)
                 row = {"family": family, "rule": rule, "tolerance": tolerance}
                 row["vanilla_quality"] = vanilla_quality
                 row["quality"] = None if best is None else best[quality]
