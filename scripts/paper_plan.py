@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.config.plan import plan_runs
 from bild_exp.sweep import with_default_task
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")

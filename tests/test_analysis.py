@@ -28,7 +28,7 @@ from bild_exp.analysis.operating_points import (
 from bild_exp.analysis.summary import summarize
 from bild_exp.bench.methods import contenders
 from bild_exp.bench.run import method_row
-from bild_exp.harness.plan import PARAM_COLUMNS
+from bild_exp.harness.config.plan import PARAM_COLUMNS
 from tests.harness_fixtures import compose_sweep
 
 QUALITY = "pass_at_1"

@@ -16,13 +16,13 @@ import pytest
 
 from bild_exp import sweep
 from bild_exp.data.tasks import DataError, load_examples, task_from_config
-from bild_exp.harness import pipeline
-from bild_exp.harness.store import (
+from bild_exp.harness.records.store import (
     CorruptedResultsError,
     RecordStore,
     UnwritableResultsError,
     check_writable,
 )
+from bild_exp.harness.run import pipeline
 from bild_exp.models.gguf import GGUFError, check_gguf_file
 from tests.harness_fixtures import ENV, ONE_BILD_POINT, ROOT, compose_sweep, tiny_overrides
 

@@ -215,7 +215,7 @@ def test_shipped_demo_pair_compiled_equals_eager():
     """The T5 demo pair (its large model has 8 decoder and 2 encoder layers: the static
     cache must be sized from the decoder) on real test sentences."""
     from bild_exp.data.tasks import load_examples, task_from_config
-    from bild_exp.harness.execute import encode
+    from bild_exp.harness.run.decode import encode
     from bild_exp.models.pair import load_pair
     from tests.harness_fixtures import compose_sweep
 
@@ -361,7 +361,7 @@ def test_compile_mode_errors_are_one_line(llama_pair):
 def test_shipped_demo_pair_max_autotune_equals_eager():
     """The bench's compile mode on the T5 demo pair (its first compile takes ~1.5 min)."""
     from bild_exp.data.tasks import load_examples, task_from_config
-    from bild_exp.harness.execute import encode
+    from bild_exp.harness.run.decode import encode
     from bild_exp.models.pair import load_pair
     from tests.harness_fixtures import compose_sweep
 

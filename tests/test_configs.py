@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from bild_exp.data.tasks import task_from_config
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.config.plan import plan_runs
 from bild_exp.sweep import with_default_task
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

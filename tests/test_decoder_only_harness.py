@@ -141,7 +141,7 @@ def test_chat_prompt_needs_a_chat_template(tiny_assets):
 def test_chat_task_on_a_tokenizer_without_chat_template_is_refused_before_models_load(
     tiny_assets, tiny_causal_pair, tmp_path, monkeypatch
 ):
-    from bild_exp.harness import pipeline
+    from bild_exp.harness.run import pipeline
 
     pair, _ = tiny_assets
 
@@ -217,7 +217,7 @@ def test_engine_compile_mode_errors_before_loading(tmp_path, overrides, message)
 def test_compile_modes_never_share_a_results_folder(tiny_causal_pair, tmp_path):
     """Eager, default-mode and max-autotune records have different folder fingerprints."""
     from bild_exp.data.tasks import task_from_config
-    from bild_exp.harness.fingerprint import compatibility
+    from bild_exp.harness.records.fingerprint import compatibility
 
     device = dict.fromkeys(
         ["device_name", "torch", "transformers", "float32_matmul_precision"], "x"

@@ -10,8 +10,8 @@ import pytest
 from bild_exp import paper, sweep
 from bild_exp.analysis.summary import summarize
 from bild_exp.data.tasks import task_from_config
-from bild_exp.harness.fingerprint import compatibility
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.config.plan import plan_runs
+from bild_exp.harness.records.fingerprint import compatibility
 from bild_exp.timing import device_description
 from tests.harness_fixtures import ONE_BILD_POINT, compose_sweep, tiny_overrides
 

@@ -18,9 +18,9 @@ import pytest
 from bild_exp import paper, sweep
 from bild_exp.data.tasks import DataError, load_examples
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness import pipeline
-from bild_exp.harness.settings import resolve_settings
-from bild_exp.harness.store import CorruptedResultsError, RecordStore
+from bild_exp.harness.config.settings import resolve_settings
+from bild_exp.harness.records.store import CorruptedResultsError, RecordStore
+from bild_exp.harness.run import pipeline
 from tests.harness_fixtures import (
     ENV,
     compose_sweep,
@@ -234,7 +234,7 @@ def test_two_sweeps_on_one_folder_never_compute_a_record_twice(tiny_assets, tmp_
 
 
 def test_lock_of_a_killed_owner_is_taken_over(tmp_path):
-    from bild_exp.harness.store import BusyError, file_lock
+    from bild_exp.harness.records.store import BusyError, file_lock
 
     lock = tmp_path / "locks" / "abc.lock"
     holder = subprocess.Popen(
@@ -242,7 +242,7 @@ def test_lock_of_a_killed_owner_is_taken_over(tmp_path):
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; "
-            "from bild_exp.harness.store import file_lock\n"
+            "from bild_exp.harness.records.store import file_lock\n"
             f"with file_lock(Path({str(lock)!r}), wait=False):\n"
             "    print('held', flush=True); time.sleep(60)",
         ],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bild_exp.harness.store import RecordStore
+from bild_exp.harness.records.store import RecordStore
 from tests.harness_fixtures import tiny_overrides, write_task_files, write_tiny_pair
 
 N_EXAMPLES = 12

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bild_exp import sweep
-from bild_exp.harness.store import IncompatibleResultsError
+from bild_exp.harness.records.store import IncompatibleResultsError
 from tests.harness_fixtures import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bild_exp.analysis.comparison import reference_config_ids, speedup_columns, stats_settings
-from bild_exp.harness.blocks import same_block_pairs
+from bild_exp.harness.run.blocks import same_block_pairs
 
 N_BINS = 4  # quartiles of vanilla's answer lengths
 LENGTH_COLUMNS = [

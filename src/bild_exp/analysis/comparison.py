@@ -15,9 +15,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bild_exp.analysis import stats
-from bild_exp.harness.blocks import same_block_pairs
-from bild_exp.harness.metrics import metric_options
-from bild_exp.harness.plan import SAMPLING_COLUMNS
+from bild_exp.harness.config.plan import SAMPLING_COLUMNS
+from bild_exp.harness.run.blocks import same_block_pairs
+from bild_exp.harness.scoring.metrics import metric_options
 
 
 @cache
@@ -98,7 +98,7 @@ MODELLED = "modelled_latency_s"  # per record: its calls times per-call costs of
 
 
 def speedup_columns(timing: pd.DataFrame, settings: dict[str, Any]) -> tuple[dict, np.ndarray]:
-    """Speedup over same-block pairs (:func:`bild_exp.harness.blocks.same_block_pairs`):
+    """Speedup over same-block pairs (:func:`bild_exp.harness.run.blocks.same_block_pairs`):
     the ratio of total latencies with a paired bootstrap interval stratified by block, the
     per-example ratio's median and 10th/90th percentiles, and the load-immune modelled
     speedup; and the resampled pair indices (for the quality difference)."""

@@ -14,10 +14,10 @@ import pandas as pd
 from bild_exp.analysis import stats
 from bild_exp.analysis.comparison import add_comparisons, reference_config_ids
 from bild_exp.analysis.operating_points import add_pareto
-from bild_exp.harness.blocks import latest_outputs
-from bild_exp.harness.execution import pass_at_1
-from bild_exp.harness.metrics import metric_options, score
-from bild_exp.harness.plan import PARAM_COLUMNS
+from bild_exp.harness.config.plan import PARAM_COLUMNS
+from bild_exp.harness.run.blocks import latest_outputs
+from bild_exp.harness.scoring.code_execution import pass_at_1
+from bild_exp.harness.scoring.metrics import metric_options, score
 
 CONFIG_COLUMNS = ["config_id", "study", "method", "small_variant", *PARAM_COLUMNS]
 
@@ -30,7 +30,7 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
     # .get: records written before a parameter column existed simply lack it
     row = {column: first.get(column) for column in CONFIG_COLUMNS}
     row = {column: None if pd.isna(value) else value for column, value in row.items()}
-    if metric == "pass_at_1":  # executed answers (bild_exp.harness.execution)
+    if metric == "pass_at_1":  # executed answers (bild_exp.harness.scoring.code_execution)
         row.update(pass_at_1(group))
     else:
         row.update(

@@ -12,9 +12,9 @@ from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.decoding.registry import methods_where
 from bild_exp.errors import InvalidParameterError
 from bild_exp.flops import ModelShape
-from bild_exp.harness.execution import execution_limits
-from bild_exp.harness.long_run import check_record_parts, parse_duration, parse_shard
-from bild_exp.harness.plan import RunConfig
+from bild_exp.harness.config.plan import RunConfig
+from bild_exp.harness.run.long_run import check_record_parts, parse_duration, parse_shard
+from bild_exp.harness.scoring.code_execution import execution_limits
 from bild_exp.models.pair import LoadSettings, int4_group_size, model_config, resolve_device
 from bild_exp.models.weight_only import QUANTIZED_FORMATS, check_group_size, check_weights
 from bild_exp.wandb_setup import check_mode
