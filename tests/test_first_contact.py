@@ -110,6 +110,7 @@ def test_incompatible_folder_is_one_line(tiny_assets, tmp_path):
     assert len(lines) == 1 and "max_new_tokens=12" in lines[0], finished.stderr
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine: `make test-slow`
 def test_ctrl_c_says_what_was_saved_and_resumes(tiny_assets, tmp_path):
     overrides = tiny_overrides(
         tiny_assets,
@@ -209,6 +210,7 @@ def test_null_sources_and_references_are_empty_and_skipped(tmp_path):
 # 5. Two processes on one folder split the work; a dead owner's lock is stale.
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine: `make test-slow`
 def test_two_sweeps_on_one_folder_never_compute_a_record_twice(tiny_assets, tmp_path):
     overrides = tiny_overrides(
         tiny_assets,
