@@ -63,6 +63,8 @@ def case_overrides(case: str, assets, results: Path, scratch: Path) -> tuple[str
         return "bild_exp.sweep", [*base, "task.max_new_tokens=0"]
     if case == "task.max_source_length":
         return "bild_exp.sweep", [*base, "task.max_source_length=-1"]
+    if case == "task.max_new_token":  # a typo of a task key: refused, not ignored
+        return "bild_exp.sweep", [*base, "+task.max_new_token=5"]
     if case == "grid.window":
         return "bild_exp.sweep", [*base, "method=speculative", "grid.window=[0]"]
     if case == "seeds":
@@ -97,6 +99,7 @@ def case_overrides(case: str, assets, results: Path, scratch: Path) -> tuple[str
 CASES = [
     "task.max_new_tokens",
     "task.max_source_length",
+    "task.max_new_token",
     "grid.window",
     "seeds",
     "stats.bootstrap",

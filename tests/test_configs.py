@@ -82,6 +82,19 @@ def test_custom_task_needs_its_file():
     }
 
 
+def test_an_unknown_task_key_is_refused_in_one_line():
+    """A typo in a task key (here ``quality``, the summary's quality column) would otherwise
+    be ignored: the run would score with the default column."""
+    cfg = sweep_cfg("+task=cnndm", "+task.qualty=rougeL")
+    with pytest.raises(InvalidParameterError, match=r"^task\.qualty is unknown: accepted ") as e:
+        task_from_config(cfg.task)
+    assert "\n" not in str(e.value) and "quality" in str(e.value)
+    # the typed keys that the runs read (paper, quality, execution) reach the TaskSpec
+    spec = task_from_config(sweep_cfg("+task=cnndm").task)
+    assert spec.paper is True and spec.quality == "rougeLsum"
+    assert task_from_config(sweep_cfg("+task=humaneval").task).execution["sandbox"] == "auto"
+
+
 def test_no_task_means_the_demo_task():
     cfg = sweep_cfg()
     assert cfg.task.name == "demo" and cfg.pair.name == "demo"

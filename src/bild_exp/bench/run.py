@@ -258,7 +258,7 @@ def run(cfg: DictConfig) -> Path:
     """Select operating points on validation, benchmark on test, write bench.csv and bench.md."""
     bench = cfg.bench
     task = task_from_config(cfg.task)
-    metric, quality = task.metric, quality_column(task.metric, task.extra.get("quality"))
+    metric, quality = task.metric, quality_column(task.metric, task.quality)
     check_settings(cfg)
     check_bench_settings(bench)
     compile_mode = check_compile_mode(bench.compile_mode, "bench.compile_mode")
@@ -294,7 +294,7 @@ def run(cfg: DictConfig) -> Path:
             records,
             problems,
             task.prompt_format().response_prefix,
-            execution_limits(task.extra.get("execution")),
+            execution_limits(task.execution),
         )
     settings = stats_settings(
         {**OmegaConf.to_container(cfg.stats, resolve=True), "bootstrap": bench.bootstrap_samples}

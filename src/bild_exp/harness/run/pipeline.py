@@ -154,7 +154,7 @@ def executed(
     """Records with their execution outcomes; per example in ``executions.csv``."""
     problems = {example.id: example for example in examples}
     prefix = task.prompt_format().response_prefix
-    limits = execution_limits(task.extra.get("execution"))
+    limits = execution_limits(task.execution)
     records = execute_records(records, problems, prefix, limits)
     sandbox = records["sandbox"].iloc[0] if len(records) else resolve_sandbox(limits.sandbox)
     print(f"answers scored in sandbox: {sandbox} (task.execution.sandbox={limits.sandbox})")
@@ -253,7 +253,7 @@ def sweep_on_device(
     records = scored_texts(latest_outputs(timings), tokenizer, cfg.scoring)
     if task.metric == "pass_at_1":  # run the problems' tests on every answer, untimed
         records = executed(records, examples, task, run_dir)
-    quality = quality_column(task.metric, task.extra.get("quality"))
+    quality = quality_column(task.metric, task.quality)
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     stats_settings = OmegaConf.to_container(cfg.stats, resolve=True) if "stats" in cfg else None
     summary = summarize(records, task.metric, quality, scoring, stats_settings, timings)
