@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from bild_exp.data.tasks import task_from_config
 from bild_exp.errors import InvalidParameterError
 from bild_exp.harness.config.plan import plan_runs
+from bild_exp.paper import EXPERIMENTS
 from bild_exp.sweep import with_default_task
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -115,12 +116,33 @@ def test_every_method_and_grid_plans(method, grid):
     assert len({run.config_id for run in runs}) == len(runs)
 
 
-@pytest.mark.parametrize("experiment", entries("experiment"))
-def test_every_experiment_composes_with_each_paper_task(experiment):
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_every_paper_experiment_composes_with_each_paper_task(experiment):
     for task in ("iwslt17", "wmt14", "xsum", "cnndm", "demo"):
         cfg = sweep_cfg(f"+experiment={experiment}", f"+task={task}")
         assert cfg.experiment_name == experiment
         assert plan_runs(cfg)
+    assert set(EXPERIMENTS[experiment].tasks) <= {"iwslt17", "wmt14", "xsum", "cnndm"}
+
+
+@pytest.mark.parametrize("experiment", entries("experiment"))
+def test_every_experiment_config_composes_and_plans(experiment):
+    """Each config of conf/experiment (a paper experiment with each of its tasks, the main
+    job, the demos, the bench) composes as its make target runs it and plans its runs."""
+    if experiment in EXPERIMENTS:
+        overrides = [
+            [f"+experiment={experiment}", f"+task={t}"] for t in EXPERIMENTS[experiment].tasks
+        ]
+    else:
+        overrides = [[f"+experiment={experiment}"]]
+    for override in overrides:
+        config_name = "bench" if experiment.startswith("bench") else "sweep"
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = with_default_task(compose(config_name=config_name, overrides=override))
+        assert task_from_config(cfg.task).name == cfg.task.name
+        assert plan_runs(cfg)
+    makefile = (CONF.parent / "Makefile").read_text()  # a make target runs it
+    assert f"+experiment={experiment} " in makefile or f"paper_target,{experiment})" in makefile
 
 
 @pytest.mark.parametrize("logger", entries("logger"))

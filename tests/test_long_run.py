@@ -272,16 +272,19 @@ def test_the_demo_runs_a_stratified_subset_with_a_subset_of_the_full_runs_config
     from tests.make_commands import dry_run_listing
 
     listing = dry_run_listing("demo", 3)
-    assert "data.sample=3" in listing and "method=humaneval_demo" in listing
+    assert "+experiment=demo " in listing  # conf/experiment/demo.yaml
     assert "results/humaneval/humaneval_qwen2.5-coder_0.5b_1.5b/headline.md" in listing
-    demo = {
+    demo_cfg = compose_sweep(["+experiment=demo"])
+    assert demo_cfg.task.name == "humaneval" and demo_cfg.data.sample == 3
+    demo = {r.config_id for r in plan_runs(demo_cfg)}
+    full_cfg = compose_sweep(["+experiment=humaneval"])
+    full = {r.config_id for r in plan_runs(full_cfg)}
+    assert len(demo) == 7 and len(full) == 11 and demo < full
+    assert demo == {
         r.config_id for r in plan_runs(compose_sweep(["+task=humaneval", "method=humaneval_demo"]))
     }
-    full = {
-        r.config_id for r in plan_runs(compose_sweep(["+task=humaneval", "method=humaneval_fixed"]))
-    }
-    assert len(demo) == 7 and len(full) == 11 and demo < full
-    assert "sweep.record_parts=per_example" in dry_run_listing("humaneval", 3)
+    assert "+experiment=humaneval " in dry_run_listing("humaneval", 3)
+    assert full_cfg.sweep.record_parts == "per_example" and full_cfg.data.sample is None
 
 
 def test_sigterm_stops_the_run_after_the_example_in_progress(
