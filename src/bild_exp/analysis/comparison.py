@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from bild_exp.analysis import stats
 from bild_exp.harness.config.plan import SAMPLING_COLUMNS
 from bild_exp.harness.run.blocks import same_block_pairs
-from bild_exp.harness.scoring.metrics import metric_options
+from bild_exp.harness.scoring.metrics import Scoring, metric_options
 
 
 @cache
@@ -191,9 +191,7 @@ def compare_with_vanilla(
 def add_comparisons(
     summary: pd.DataFrame,
     records: pd.DataFrame,
-    metric: str,
-    quality: str,
-    scoring: dict[str, Any],
+    scoring: Scoring,
     settings: dict[str, Any] | None = None,
     timings: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -208,7 +206,7 @@ def add_comparisons(
     groups = dict(tuple(records.groupby("config_id", sort=False)))
     timed = groups if timings is None else dict(tuple(timings.groupby("config_id", sort=False)))
     qualities = {
-        config: quality_statistics(group, metric, quality, scoring)
+        config: quality_statistics(group, scoring.metric, scoring.quality, scoring.options)
         for config, group in groups.items()
     }
     references = reference_config_ids(summary)

@@ -17,7 +17,7 @@ from bild_exp.analysis.operating_points import add_pareto
 from bild_exp.harness.config.plan import PARAM_COLUMNS
 from bild_exp.harness.run.blocks import latest_outputs
 from bild_exp.harness.scoring.code_execution import pass_at_1
-from bild_exp.harness.scoring.metrics import metric_options, score
+from bild_exp.harness.scoring.metrics import Scoring, metric_options, score
 
 CONFIG_COLUMNS = ["config_id", "study", "method", "small_variant", *PARAM_COLUMNS]
 
@@ -172,9 +172,7 @@ def cost_summary(group: pd.DataFrame, n_tokens: int) -> dict[str, float | None]:
 
 def summarize(
     records: pd.DataFrame,
-    metric: str,
-    quality: str,
-    scoring: dict[str, Any],
+    scoring: Scoring,
     settings: dict[str, Any] | None = None,
     timings: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -186,13 +184,13 @@ def summarize(
     outputs = latest_outputs(records)
     timings = records if timings is None else timings
     rows = [
-        summarize_config(group, metric, scoring)
+        summarize_config(group, scoring.metric, scoring.options)
         for _, group in outputs.groupby("config_id", sort=False)
     ]
     summary = pd.DataFrame(rows)
-    summary = add_comparisons(summary, outputs, metric, quality, scoring, settings, timings)
-    summary = add_agreement(summary, outputs, metric, scoring)
-    return add_pareto(summary, quality)
+    summary = add_comparisons(summary, outputs, scoring, settings, timings)
+    summary = add_agreement(summary, outputs, scoring.metric, scoring.options)
+    return add_pareto(summary, scoring.quality)
 
 
 def add_agreement(

@@ -70,7 +70,7 @@ from bild_exp.harness.scoring.code_execution import (
     execution_limits,
     resolve_sandbox,
 )
-from bild_exp.harness.scoring.metrics import quality_column
+from bild_exp.harness.scoring.metrics import Scoring, quality_column
 from bild_exp.harness.scoring.texts import scored_texts
 from bild_exp.models.pair import LoadedPair, LoadSettings, load_pair, load_tokenizer, resolve_device
 from bild_exp.timing import device_description
@@ -256,7 +256,7 @@ def sweep_on_device(
     quality = quality_column(task.metric, task.quality)
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     stats_settings = OmegaConf.to_container(cfg.stats, resolve=True) if "stats" in cfg else None
-    summary = summarize(records, task.metric, quality, scoring, stats_settings, timings)
+    summary = summarize(records, Scoring(task.metric, quality, scoring), stats_settings, timings)
     points = operating_points(summary, quality)
     manifest = build_manifest(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
