@@ -51,14 +51,19 @@ def test_groups_are_not_empty():
     }
 
 
-def task_file(name: str):
-    """A task file's ``task``, merged over the task files it lists in its defaults."""
-    data = OmegaConf.load(CONF / "task" / f"{name}.yaml")
-    parents = [entry for entry in data.get("defaults", []) if entry in entries("task")]
+def task_file(name: str, group: str = "task"):
+    """A task file's ``task``, merged over the files it includes: other tasks, or the paper
+    tasks' shared settings in conf/task_base/ (which include each other)."""
+    data = OmegaConf.load(CONF / group / f"{name}.yaml")
     task = OmegaConf.create()
-    for parent in parents:
-        task = OmegaConf.merge(task, task_file(parent))
-    return OmegaConf.merge(task, data.task)
+    for entry in data.get("defaults", []):
+        if not isinstance(entry, str):  # "override /pair: ..." and the like
+            continue
+        if entry.startswith("/task_base/"):
+            task = OmegaConf.merge(task, task_file(entry.removeprefix("/task_base/"), "task_base"))
+        elif entry in entries(group):
+            task = OmegaConf.merge(task, task_file(entry, group))
+    return OmegaConf.merge(task, data.get("task", {}))
 
 
 @pytest.mark.parametrize("task", [t for t in entries("task") if t != "custom"])
