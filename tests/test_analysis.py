@@ -212,6 +212,7 @@ def hand_made_records(n: int = 12) -> pd.DataFrame:
                     "n_rollbacks": 0 if config == "L" else 1,
                     "n_oracle_replacements": 0,
                     "hypothesis": f"answer {i}" if passed else "wrong",
+                    "tokens": [i] if passed else [-1],
                 }
             )
     return pd.DataFrame(rows)

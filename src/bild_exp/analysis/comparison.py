@@ -188,6 +188,13 @@ def compare_with_vanilla(
     return row
 
 
+def exact_share(mine: pd.Series, vanilla: pd.Series) -> float:
+    """The percentage of examples whose output is vanilla large's token for token: the one
+    definition of "exact" behind every table (texts can agree after clean-up where the
+    tokens do not). Both series are indexed alike, one token list per example."""
+    return 100 * float((mine.map(list) == vanilla.map(list)).mean())
+
+
 def add_comparisons(
     summary: pd.DataFrame,
     records: pd.DataFrame,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bild_exp.analysis import stats
-from bild_exp.analysis.comparison import add_comparisons, reference_config_ids
+from bild_exp.analysis.comparison import add_comparisons, exact_share, reference_config_ids
 from bild_exp.analysis.operating_points import add_pareto
 from bild_exp.harness.config.plan import PARAM_COLUMNS
 from bild_exp.harness.run.blocks import latest_outputs
@@ -199,7 +199,8 @@ def add_agreement(
     """``agreement_vs_large``: each configuration's outputs scored against vanilla large's
     (BLEU, or ROUGE-L for ROUGE and pass@1 tasks) on the same examples: a lossy method is
     judged against both the references and the model it approximates; and
-    ``exact_match_vs_large``, the percentage of examples whose output is vanilla's."""
+    ``exact_match_vs_large``, the percentage of examples whose output is vanilla's token
+    for token (:func:`exact_share`)."""
     name = "bleu" if metric == "bleu" else "rougeL"
     agreement_metric = "bleu" if metric == "bleu" else "rouge"
     groups = dict(tuple(records.groupby("config_id", sort=False)))
@@ -208,13 +209,15 @@ def add_agreement(
     for config in summary["config_id"]:
         reference = groups.get(references[config], records.iloc[:0])
         joined = groups[config].merge(
-            reference[["example_id", "hypothesis"]], on="example_id", suffixes=("", "_large")
+            reference[["example_id", "hypothesis", "tokens"]],
+            on="example_id",
+            suffixes=("", "_large"),
         )
         if joined.empty:
             values.append(None)
             exact.append(None)
             continue
-        exact.append(100 * float((joined["hypothesis"] == joined["hypothesis_large"]).mean()))
+        exact.append(exact_share(joined["tokens"], joined["tokens_large"]))
         scores = score(
             agreement_metric,
             list(joined["hypothesis"]),
