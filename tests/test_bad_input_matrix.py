@@ -16,13 +16,13 @@ import pytest
 
 from bild_exp import sweep
 from bild_exp.data.tasks import DataError, load_examples, task_from_config
-from bild_exp.harness import pipeline
-from bild_exp.harness.store import (
+from bild_exp.harness.records.store import (
     CorruptedResultsError,
     RecordStore,
     UnwritableResultsError,
     check_writable,
 )
+from bild_exp.harness.run import pipeline
 from bild_exp.models.gguf import GGUFError, check_gguf_file
 from tests.harness_fixtures import ENV, ONE_BILD_POINT, ROOT, compose_sweep, tiny_overrides
 
@@ -63,6 +63,8 @@ def case_overrides(case: str, assets, results: Path, scratch: Path) -> tuple[str
         return "bild_exp.sweep", [*base, "task.max_new_tokens=0"]
     if case == "task.max_source_length":
         return "bild_exp.sweep", [*base, "task.max_source_length=-1"]
+    if case == "task.max_new_token":  # a typo of a task key: refused, not ignored
+        return "bild_exp.sweep", [*base, "+task.max_new_token=5"]
     if case == "grid.window":
         return "bild_exp.sweep", [*base, "method=speculative", "grid.window=[0]"]
     if case == "seeds":
@@ -97,6 +99,7 @@ def case_overrides(case: str, assets, results: Path, scratch: Path) -> tuple[str
 CASES = [
     "task.max_new_tokens",
     "task.max_source_length",
+    "task.max_new_token",
     "grid.window",
     "seeds",
     "stats.bootstrap",

@@ -36,7 +36,9 @@ def test_bootstrap_interval_contains_the_point_estimate():
     assert speedup.low < speedup.high
 
 
-# max-autotune's generated kernels take minutes to tune on a cold machine: a slow test.
+# The bench end to end is slow (its settings checks stay in `make test`); max-autotune's
+# generated kernels take minutes more to tune on a cold machine.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "compile_mode", ["default", pytest.param("max-autotune", marks=pytest.mark.slow)]
 )
@@ -101,6 +103,7 @@ def test_bench_runs_end_to_end_on_a_tiny_pair(tiny_assets, tmp_path, compile_mod
     assert len(compiled) and compiled["achieved_over_predicted"].notna().all()
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine: `make test-slow`
 def test_eager_and_compiled_call_times_are_measured_in_alternating_blocks(monkeypatch):
     """Both paths of every n_fed are timed round after round, back to back, so a drift in
     the machine's speed reaches both; each path keeps repeats x rounds calls per n_fed."""

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import T5ForConditionalGeneration
 
 from bild_exp.bench.engine_speed import measure_engine_speed, report
+from tests.tiny_models import tiny_config
 
 
 def test_engine_benchmark_reports_a_ratio():
     torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=64,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=1,
-        num_heads=4,
-        decoder_start_token_id=0,
-    )
+    config = tiny_config("t5", layers=1, width=32, tie_word_embeddings=True)
     model = T5ForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = None
     speed = measure_engine_speed(model, input_length=5, n_tokens=6, repetitions=2, warmup=1)

@@ -69,6 +69,7 @@ def agreement(large, small, dataset, tokenizer) -> tuple[float, float]:
     return loss, same.float().mean().item()
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine: `make test-slow`
 def test_alignment_lowers_loss_and_raises_agreement(tokenizer, tmp_path):
     # untied: a random model with tied embeddings mostly predicts its input token, so any
     # cut of it would already "agree"; no stop string: the random model writes "\n" first
@@ -146,6 +147,7 @@ def test_exit_losses_read_each_depth_like_the_truncated_model(tokenizer):
         assert len({round(float(loss), 4) for loss in losses}) == 3
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine: `make test-slow`
 @pytest.mark.parametrize(("mode", "depths"), [("early_exit", [1, 3]), ("calm", [1, 2, 3])])
 def test_exit_loss_training_of_a_decoder_only_model(tokenizer, tmp_path, mode, depths):
     from bild_exp.training.causal import response_losses

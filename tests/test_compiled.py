@@ -58,8 +58,32 @@ def both(method, large, small, ids, **params):
     )
 
 
-@pytest.mark.parametrize(("method", "params"), METHODS, ids=lambda x: str(x))
-@pytest.mark.parametrize("family", COMPILED_FAMILIES)
+# Over ~25 s each cold on the 2-core CI machine, run by `make test-slow`: the llama small,
+# llama BiLD, official-schedule BiLD, speculative and oracle cases stay in `make test`.
+SLOW_CASES = {
+    ("llama", "large"),
+    ("t5", "large"),
+    ("t5", "small"),
+    ("bart", "large"),
+    ("bart", "small"),
+    ("t5", "bild", "paper"),  # 47-58 s cold: BiLD on the compiled path stays tested on llama
+    ("bart", "bild", "paper"),
+}
+
+
+def compiled_cases() -> list:
+    cases = []
+    for family in COMPILED_FAMILIES:
+        for method, params in METHODS:
+            schedule = params.get("schedule", "paper")
+            key = (family, method, schedule) if method == "bild" else (family, method)
+            marks = [pytest.mark.slow] if key in SLOW_CASES else []
+            case_id = f"{family}-{method}-{params}"
+            cases.append(pytest.param(family, method, params, marks=marks, id=case_id))
+    return cases
+
+
+@pytest.mark.parametrize(("family", "method", "params"), compiled_cases())
 def test_compiled_equals_eager_token_for_token_and_every_stat(family, method, params):
     large, small = tiny_pair(family, seed=0)
     for seed in range(3):
@@ -139,6 +163,7 @@ def graph_counts(family: str) -> dict:
     return {"first": first, "last": {name: compile_stats(m) for name, m in models.items()}}
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine
 def test_graphs_are_bounded_and_compiled_before_the_first_timed_call():
     # A process of its own, as a sweep runs: pytest's output and log capture change what
     # dynamo traces (it records extra graphs), which would not be the count a user gets.
@@ -194,6 +219,7 @@ def test_models_without_a_compiled_path_are_one_line(llama_pair):
         generate("large", large=large, input_ids=prompt("llama", 0), use_cache=False, compile=True)
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine
 def test_t5_with_more_decoder_than_encoder_layers_compiled_equals_eager():
     """The demo large model's shape (more decoder than encoder layers: the static cache must
     be sized from the decoder), at the tiny T5's width so it shares its compiled kernels."""
@@ -215,7 +241,7 @@ def test_shipped_demo_pair_compiled_equals_eager():
     """The T5 demo pair (its large model has 8 decoder and 2 encoder layers: the static
     cache must be sized from the decoder) on real test sentences."""
     from bild_exp.data.tasks import load_examples, task_from_config
-    from bild_exp.harness.execute import encode
+    from bild_exp.harness.run.decode import encode
     from bild_exp.models.pair import load_pair
     from tests.harness_fixtures import compose_sweep
 
@@ -234,6 +260,7 @@ def test_shipped_demo_pair_compiled_equals_eager():
             assert compiled.tokens == eager.tokens and compiled.stats == eager.stats
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine
 def test_weights_changed_after_compiling_are_used():
     """On a CPU the compiled graph holds frozen weights: a model changed after compiling
     (in place, as an optimizer step, then by assigning a new tensor) is recompiled, so the
@@ -361,7 +388,7 @@ def test_compile_mode_errors_are_one_line(llama_pair):
 def test_shipped_demo_pair_max_autotune_equals_eager():
     """The bench's compile mode on the T5 demo pair (its first compile takes ~1.5 min)."""
     from bild_exp.data.tasks import load_examples, task_from_config
-    from bild_exp.harness.execute import encode
+    from bild_exp.harness.run.decode import encode
     from bild_exp.models.pair import load_pair
     from tests.harness_fixtures import compose_sweep
 

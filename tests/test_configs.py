@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 from bild_exp.data.tasks import task_from_config
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.config.plan import plan_runs
+from bild_exp.paper import EXPERIMENTS
 from bild_exp.sweep import with_default_task
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -50,14 +51,19 @@ def test_groups_are_not_empty():
     }
 
 
-def task_file(name: str):
-    """A task file's ``task``, merged over the task files it lists in its defaults."""
-    data = OmegaConf.load(CONF / "task" / f"{name}.yaml")
-    parents = [entry for entry in data.get("defaults", []) if entry in entries("task")]
+def task_file(name: str, group: str = "task"):
+    """A task file's ``task``, merged over the files it includes: other tasks, or the paper
+    tasks' shared settings in conf/task_base/ (which include each other)."""
+    data = OmegaConf.load(CONF / group / f"{name}.yaml")
     task = OmegaConf.create()
-    for parent in parents:
-        task = OmegaConf.merge(task, task_file(parent))
-    return OmegaConf.merge(task, data.task)
+    for entry in data.get("defaults", []):
+        if not isinstance(entry, str):  # "override /pair: ..." and the like
+            continue
+        if entry.startswith("/task_base/"):
+            task = OmegaConf.merge(task, task_file(entry.removeprefix("/task_base/"), "task_base"))
+        elif entry in entries(group):
+            task = OmegaConf.merge(task, task_file(entry, group))
+    return OmegaConf.merge(task, data.get("task", {}))
 
 
 @pytest.mark.parametrize("task", [t for t in entries("task") if t != "custom"])
@@ -82,6 +88,19 @@ def test_custom_task_needs_its_file():
     }
 
 
+def test_an_unknown_task_key_is_refused_in_one_line():
+    """A typo in a task key (here ``quality``, the summary's quality column) would otherwise
+    be ignored: the run would score with the default column."""
+    cfg = sweep_cfg("+task=cnndm", "+task.qualty=rougeL")
+    with pytest.raises(InvalidParameterError, match=r"^task\.qualty is unknown: accepted ") as e:
+        task_from_config(cfg.task)
+    assert "\n" not in str(e.value) and "quality" in str(e.value)
+    # the typed keys that the runs read (paper, quality, execution) reach the TaskSpec
+    spec = task_from_config(sweep_cfg("+task=cnndm").task)
+    assert spec.paper is True and spec.quality == "rougeLsum"
+    assert task_from_config(sweep_cfg("+task=humaneval").task).execution["sandbox"] == "auto"
+
+
 def test_no_task_means_the_demo_task():
     cfg = sweep_cfg()
     assert cfg.task.name == "demo" and cfg.pair.name == "demo"
@@ -102,12 +121,33 @@ def test_every_method_and_grid_plans(method, grid):
     assert len({run.config_id for run in runs}) == len(runs)
 
 
-@pytest.mark.parametrize("experiment", entries("experiment"))
-def test_every_experiment_composes_with_each_paper_task(experiment):
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_every_paper_experiment_composes_with_each_paper_task(experiment):
     for task in ("iwslt17", "wmt14", "xsum", "cnndm", "demo"):
         cfg = sweep_cfg(f"+experiment={experiment}", f"+task={task}")
         assert cfg.experiment_name == experiment
         assert plan_runs(cfg)
+    assert set(EXPERIMENTS[experiment].tasks) <= {"iwslt17", "wmt14", "xsum", "cnndm"}
+
+
+@pytest.mark.parametrize("experiment", entries("experiment"))
+def test_every_experiment_config_composes_and_plans(experiment):
+    """Each config of conf/experiment (a paper experiment with each of its tasks, the main
+    job, the demos, the bench) composes as its make target runs it and plans its runs."""
+    if experiment in EXPERIMENTS:
+        overrides = [
+            [f"+experiment={experiment}", f"+task={t}"] for t in EXPERIMENTS[experiment].tasks
+        ]
+    else:
+        overrides = [[f"+experiment={experiment}"]]
+    for override in overrides:
+        config_name = "bench" if experiment.startswith("bench") else "sweep"
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = with_default_task(compose(config_name=config_name, overrides=override))
+        assert task_from_config(cfg.task).name == cfg.task.name
+        assert plan_runs(cfg)
+    makefile = (CONF.parent / "Makefile").read_text()  # a make target runs it
+    assert f"+experiment={experiment} " in makefile or f"paper_target,{experiment})" in makefile
 
 
 @pytest.mark.parametrize("logger", entries("logger"))

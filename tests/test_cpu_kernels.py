@@ -149,6 +149,7 @@ def test_auto_resolves_by_device_and_dtype():
         resolve_cpu_kernels("prepacked", CPU, torch.float64)
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine: `make test-slow`
 def test_compiled_path_over_a_prepacked_model_matches_eager():
     large, small = float32_pair()
     prepack_models([large, small])
@@ -160,7 +161,7 @@ def test_compiled_path_over_a_prepacked_model_matches_eager():
         assert compiled.stats == eager.stats
 
 
-@pytest.mark.parametrize("pair_name", ["demo", "smollm2"])
+@pytest.mark.parametrize("pair_name", ["demo", pytest.param("smollm2", marks=pytest.mark.slow)])
 def test_shipped_pairs_decode_the_same_tokens_prepacked(pair_name):
     """Token for token on the shipped pairs: 3 prompts, vanilla large, small and BiLD."""
     pair_cfg = OmegaConf.load(resolve_path(f"package://conf/pair/{pair_name}.yaml"))

@@ -142,7 +142,7 @@ def test_a_source_or_reference_that_is_not_text_is_one_line(tmp_path, value, sho
 
 
 def test_example_ids_choose_examples_in_their_order(tmp_path):
-    from bild_exp.harness.pipeline import chosen_examples
+    from bild_exp.harness.run.pipeline import chosen_examples
 
     path = tmp_path / "dev.jsonl"
     rows = [{"id": f"e{i}", "src": f"s{i}", "ref": f"r{i}"} for i in range(5)]

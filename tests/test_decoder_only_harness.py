@@ -141,7 +141,7 @@ def test_chat_prompt_needs_a_chat_template(tiny_assets):
 def test_chat_task_on_a_tokenizer_without_chat_template_is_refused_before_models_load(
     tiny_assets, tiny_causal_pair, tmp_path, monkeypatch
 ):
-    from bild_exp.harness import pipeline
+    from bild_exp.harness.run import pipeline
 
     pair, _ = tiny_assets
 
@@ -176,6 +176,7 @@ def test_agreement_scores_each_configuration_against_vanilla_large():
             "method": ["large", "large", "bild", "bild"],
             "example_id": ["1", "2", "1", "2"],
             "hypothesis": ["the cat sat", "a dog ran", "the cat sat", "a bird flew"],
+            "tokens": [[5, 6, 7], [8, 9, 10], [5, 6, 7], [8, 11, 12]],
             "sampling": ["greedy"] * 4,
             "top_p": [None] * 4,
             "temperature": [None] * 4,
@@ -189,6 +190,8 @@ def test_agreement_scores_each_configuration_against_vanilla_large():
     by_config = scored.set_index("config_id")["agreement_vs_large"]
     assert by_config["L"] == pytest.approx(100.0)
     assert by_config["B"] == pytest.approx(100 * (1 + 1 / 3) / 2)  # one exact, one 1-of-3 match
+    exact = scored.set_index("config_id")["exact_match_vs_large"]
+    assert (exact["L"], exact["B"]) == (100.0, 50.0)  # token for token: one of two examples
 
 
 def test_engine_compile_refuses_runs_without_a_compiled_path_before_loading(tmp_path):
@@ -217,7 +220,7 @@ def test_engine_compile_mode_errors_before_loading(tmp_path, overrides, message)
 def test_compile_modes_never_share_a_results_folder(tiny_causal_pair, tmp_path):
     """Eager, default-mode and max-autotune records have different folder fingerprints."""
     from bild_exp.data.tasks import task_from_config
-    from bild_exp.harness.fingerprint import compatibility
+    from bild_exp.harness.records.fingerprint import compatibility
 
     device = dict.fromkeys(
         ["device_name", "torch", "transformers", "float32_matmul_precision"], "x"

@@ -10,8 +10,9 @@ import pytest
 from bild_exp import paper, sweep
 from bild_exp.analysis.summary import summarize
 from bild_exp.data.tasks import task_from_config
-from bild_exp.harness.fingerprint import compatibility
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.config.plan import plan_runs
+from bild_exp.harness.records.fingerprint import compatibility
+from bild_exp.harness.scoring.metrics import Scoring
 from bild_exp.timing import device_description
 from tests.harness_fixtures import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
@@ -131,6 +132,6 @@ def test_records_written_before_the_new_columns_still_summarize(tiny_assets, tmp
     old = outcome.records.drop(
         columns=["exit_threshold", "decay_temperature", "min_exit_layer", "flops", "mops_bytes"]
     )
-    summary = summarize(old, "bleu", "bleu", {})
+    summary = summarize(old, Scoring("bleu", "bleu"))
     assert summary["exit_threshold"].isna().all() and summary["flops_per_token"].isna().all()
     assert len(summary) == len(outcome.summary)

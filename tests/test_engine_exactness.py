@@ -7,7 +7,15 @@ import torch
 
 from bild_exp.decoding import generate
 from bild_exp.decoding.hf_assisted import hf_greedy_tokens
-from tests.tiny_models import CHAIN, FAMILIES, SEPARATOR, decode_with, prompt, tiny_pair
+from tests.tiny_models import (
+    CHAIN,
+    FAMILIES,
+    SEPARATOR,
+    decode_with,
+    prompt,
+    tiny_config,
+    tiny_pair,
+)
 
 PROMPT_SEEDS = (0, 1, 2)
 MAX_NEW = 24
@@ -150,24 +158,14 @@ def test_hf_assisted_heuristic_schedule_leaves_no_state_behind():
 
 def test_t5_with_more_decoder_than_encoder_layers():
     """The demo's large model shape: HF generate needs an explicit cache there, the engine not."""
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
     from bild_exp.decoding.runner import empty_cache
 
     torch.manual_seed(0)
-    shape = {
-        "vocab_size": 64,
-        "d_kv": 8,
-        "num_heads": 4,
-        "decoder_start_token_id": 0,
-        "eos_token_id": 1,
-    }
-    large = T5ForConditionalGeneration(
-        T5Config(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=3, **shape)
-    )
-    small = T5ForConditionalGeneration(
-        T5Config(d_model=16, d_ff=32, num_layers=2, num_decoder_layers=1, **shape)
-    )
+    tied = {"tie_word_embeddings": True}
+    large = T5ForConditionalGeneration(tiny_config("t5", 1, 32, num_decoder_layers=3, **tied))
+    small = T5ForConditionalGeneration(tiny_config("t5", 2, 16, num_decoder_layers=1, **tied))
     large, small = large.double().eval(), small.double().eval()
     ids = torch.tensor([[5, 6, 7, 9, 12]])
     reference = large.generate(ids, max_new_tokens=10, use_cache=False)[0, 1:].tolist()

@@ -1,4 +1,4 @@
-"""Execution-based scoring (bild_exp.harness.execution) on real HumanEval problems."""
+"""Execution-based scoring (bild_exp.harness.scoring.code_execution) on real HumanEval problems."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bild_exp.harness.execution import (
+from bild_exp.harness.scoring.code_execution import (
     FAILED,
     PASSED,
     SYNTAX_ERROR,

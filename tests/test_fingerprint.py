@@ -8,14 +8,14 @@ import json
 import pytest
 
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.fingerprint import (
+from bild_exp.harness.records.fingerprint import (
     SCHEMA_VERSION,
     baselines_folder,
     migrate_fingerprint,
     short_hash,
     version_1,
 )
-from bild_exp.harness.store import IncompatibleResultsError, RecordStore
+from bild_exp.harness.records.store import IncompatibleResultsError, RecordStore
 
 BASE = {"task": "demo", "large": "l", "small": "s", "dtype": "float32", "max_new_tokens": 64}
 

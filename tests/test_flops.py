@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import T5ForConditionalGeneration
 
 from bild_exp.flops import (
     ModelShape,
@@ -11,6 +11,7 @@ from bild_exp.flops import (
     encoder_cost,
     generation_cost,
 )
+from tests.tiny_models import tiny_config
 
 # d_model 4, 2 heads of size 2 (a = k = 4), d_ff 8, plain (2-matrix) FFN, vocab 10,
 # one decoder and one encoder layer, fp32.
@@ -57,16 +58,16 @@ def test_encoder_by_hand():
 
 
 def real_t5() -> T5ForConditionalGeneration:
-    config = T5Config(
+    config = tiny_config(
+        "t5",
+        layers=2,
+        width=16,
         vocab_size=50,
-        d_model=16,
         d_kv=4,
         num_heads=2,
         d_ff=24,
-        num_layers=2,
         num_decoder_layers=3,
         feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
     )
     return T5ForConditionalGeneration(config)
 

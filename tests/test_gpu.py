@@ -125,7 +125,7 @@ def test_a_timed_region_waits_for_the_asynchronous_work_it_launched():
 
 
 def test_the_device_description_and_manifest_record_the_gpu():
-    from bild_exp.harness.manifest import peak_memory_gb
+    from bild_exp.harness.records.manifest import peak_memory_gb
     from bild_exp.timing import device_description
 
     held = torch.empty(64 * 1024 * 1024, device=CUDA)  # 256 MB: visible at 0.01 GB resolution
@@ -168,7 +168,7 @@ def test_the_compiled_path_equals_eager_on_the_gpu(method):
 
 
 def test_placement_takes_a_free_gpu_and_decodes_the_same_tokens(tmp_path, monkeypatch):
-    from bild_exp.harness.placement import placed
+    from bild_exp.harness.run.placement import placed
 
     monkeypatch.setenv("BILD_EXP_CACHE", str(tmp_path))  # this test's own GPU locks
     ids = prompt("llama", 0)
@@ -193,7 +193,7 @@ def test_placement_takes_a_free_gpu_and_decodes_the_same_tokens(tmp_path, monkey
     torch.cuda.device_count() < 2, reason="fewer than two GPUs: two-GPU placement needs two"
 )
 def test_two_jobs_hold_two_different_gpus(tmp_path, monkeypatch):
-    from bild_exp.harness.placement import placed
+    from bild_exp.harness.run.placement import placed
 
     monkeypatch.setenv("BILD_EXP_CACHE", str(tmp_path))
     with placed(torch.device("cuda")) as first, placed(torch.device("cuda")) as second:

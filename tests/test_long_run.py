@@ -1,4 +1,4 @@
-"""Runs that outlast a machine (bild_exp.harness.long_run, make humaneval): a time budget
+"""Runs that outlast a machine (bild_exp.harness.run.long_run, make humaneval): a time budget
 that stops between examples, shards for cluster jobs, records written per example and
 committed, and a fresh clone that continues where the committed records end."""
 
@@ -13,8 +13,8 @@ import pytest
 
 from bild_exp import sweep
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.long_run import RunProgress, parse_duration, parse_shard, shard_of
-from bild_exp.harness.store import RecordStore
+from bild_exp.harness.records.store import RecordStore
+from bild_exp.harness.run.long_run import RunProgress, parse_duration, parse_shard, shard_of
 from tests.harness_fixtures import compose_sweep
 from tests.test_decoder_only_harness import tiny_causal_pair  # noqa: F401 - the module's pair
 
@@ -53,7 +53,7 @@ def test_a_bad_shard_is_one_line_naming_the_key(value):
 
 def test_progress_counts_examples_and_estimates_the_time_left(monkeypatch):
     clock = iter([0.0, 100.0, 200.0])
-    monkeypatch.setattr("bild_exp.harness.long_run.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("bild_exp.harness.run.long_run.time.monotonic", lambda: next(clock))
     progress = RunProgress(n_total=10, n_done=4)  # started at 0
     line = progress.example_done()  # at 100 s
     assert line.startswith(
@@ -66,7 +66,7 @@ def test_progress_counts_examples_and_estimates_the_time_left(monkeypatch):
 
 def test_the_budget_stops_before_an_example_that_would_end_after_it(monkeypatch):
     now = [0.0]
-    monkeypatch.setattr("bild_exp.harness.long_run.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("bild_exp.harness.run.long_run.time.monotonic", lambda: now[0])
     progress = RunProgress(n_total=5, n_done=0, deadline=250.0, run_for_s=250.0)
     assert not progress.out_of_time()  # no rate yet, deadline ahead
     now[0] = 100.0
@@ -202,7 +202,7 @@ def test_a_stopped_run_continues_from_its_copied_records_to_the_uninterrupted_re
     def no_models(*args, **kwargs):
         raise AssertionError("a summary-only run loaded a model")
 
-    monkeypatch.setattr("bild_exp.harness.pipeline.load_pair", no_models)
+    monkeypatch.setattr("bild_exp.harness.run.pipeline.load_pair", no_models)
     again = sweep.run(
         compose_sweep(humaneval_overrides(tiny_pair, clone, "sweep.summary_only=true"))
     )
@@ -243,7 +243,7 @@ def test_shards_run_as_parallel_jobs_and_merge_without_loss_or_duplicates(
 
 
 def test_a_long_runs_summary_covers_only_examples_every_configuration_finished():
-    from bild_exp.harness.long_run import complete_examples
+    from bild_exp.harness.run.long_run import complete_examples
 
     records = pd.DataFrame(
         {"config_id": ["L", "B", "L", "L", "B"], "example_id": ["e1", "e1", "e2", "e3", "e3"]}
@@ -268,20 +268,23 @@ def test_the_demo_subset_spans_the_lengths_the_same_way_every_time():
 
 
 def test_the_demo_runs_a_stratified_subset_with_a_subset_of_the_full_runs_configurations():
-    from bild_exp.harness.plan import plan_runs
+    from bild_exp.harness.config.plan import plan_runs
     from tests.make_commands import dry_run_listing
 
     listing = dry_run_listing("demo", 3)
-    assert "data.sample=3" in listing and "method=humaneval_demo" in listing
+    assert "+experiment=demo " in listing  # conf/experiment/demo.yaml
     assert "results/humaneval/humaneval_qwen2.5-coder_0.5b_1.5b/headline.md" in listing
-    demo = {
+    demo_cfg = compose_sweep(["+experiment=demo"])
+    assert demo_cfg.task.name == "humaneval" and demo_cfg.data.sample == 3
+    demo = {r.config_id for r in plan_runs(demo_cfg)}
+    full_cfg = compose_sweep(["+experiment=humaneval"])
+    full = {r.config_id for r in plan_runs(full_cfg)}
+    assert len(demo) == 7 and len(full) == 11 and demo < full
+    assert demo == {
         r.config_id for r in plan_runs(compose_sweep(["+task=humaneval", "method=humaneval_demo"]))
     }
-    full = {
-        r.config_id for r in plan_runs(compose_sweep(["+task=humaneval", "method=humaneval_fixed"]))
-    }
-    assert len(demo) == 7 and len(full) == 11 and demo < full
-    assert "sweep.record_parts=per_example" in dry_run_listing("humaneval", 3)
+    assert "+experiment=humaneval " in dry_run_listing("humaneval", 3)
+    assert full_cfg.sweep.record_parts == "per_example" and full_cfg.data.sample is None
 
 
 def test_sigterm_stops_the_run_after_the_example_in_progress(
@@ -293,7 +296,7 @@ def test_sigterm_stops_the_run_after_the_example_in_progress(
     """A cluster's time limit or ``kill``: the example being decoded finishes and is stored,
     the block is saved and the summary written, as when the time budget runs out; the same
     command continues."""
-    from bild_exp.harness import execute
+    from bild_exp.harness.run import decode as execute
 
     real, calls = execute.timed_decode, []
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bild_exp.harness.metrics import corpus_bleu, rouge, score, split_sentences
+from bild_exp.harness.scoring.metrics import corpus_bleu, rouge, score, split_sentences
 
 HYPOTHESES = ["the cat sat on the mat", "a quick brown fox jumps"]
 REFERENCES = ["the cat is on the mat", "the quick brown fox jumps over"]

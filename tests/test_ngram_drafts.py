@@ -14,7 +14,7 @@ from bild_exp.decoding import ngram
 from bild_exp.decoding.ngram import ngram_proposal, one_hot_probs, until_end
 from bild_exp.decoding.params import BildParams, SpeculativeParams
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.config.plan import plan_runs
 from tests.harness_fixtures import compose_sweep, tiny_overrides
 from tests.tiny_models import decode_with, tiny_model, train_briefly
 

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bild_exp.data.tasks import task_from_config
-from bild_exp.harness.metrics import quality_column
+from bild_exp.harness.scoring.metrics import quality_column
 from bild_exp.paper import published_table1
 from tests.harness_fixtures import compose_sweep
 
@@ -16,7 +16,7 @@ HEADLINE = {"iwslt17": "bleu", "wmt14": "bleu", "xsum": "rougeL", "cnndm": "roug
 @pytest.mark.parametrize(("task", "metric"), HEADLINE.items())
 def test_each_paper_task_scores_the_papers_metric(task, metric):
     spec = task_from_config(compose_sweep([f"+task={task}"]).task)
-    assert quality_column(spec.metric, spec.extra.get("quality")) == metric
+    assert quality_column(spec.metric, spec.quality) == metric
 
 
 def test_every_published_operating_point_is_in_its_tasks_grid():
@@ -36,7 +36,7 @@ def test_paper_task_refuses_a_silent_cpu_fallback(monkeypatch, tmp_path):
 
     from bild_exp import sweep
     from bild_exp.errors import InvalidParameterError
-    from bild_exp.harness import pipeline
+    from bild_exp.harness.run import pipeline
 
     def no_loading(*args, **kwargs):
         raise AssertionError("data or models loaded")
@@ -64,8 +64,8 @@ def test_float16_t5_is_refused_before_weights_load(tiny_assets):
 
 
 def test_timing_conditions_are_recorded_and_key_the_baselines():
-    from bild_exp.harness.fingerprint import compatibility
-    from bild_exp.harness.plan import plan_runs
+    from bild_exp.harness.config.plan import plan_runs
+    from bild_exp.harness.records.fingerprint import compatibility
     from bild_exp.timing import device_description
 
     device = device_description("cpu")
@@ -135,7 +135,7 @@ def test_hub_loading_fetches_only_the_split_used(task, monkeypatch):
 
 @pytest.mark.parametrize("task", PAPER_TASKS)
 def test_paper_tasks_follow_the_official_pipeline(task):
-    from bild_exp.harness.plan import plan_runs
+    from bild_exp.harness.config.plan import plan_runs
 
     cfg = compose_sweep([f"+task={task}", "+experiment=table1"])
     assert cfg.task.max_new_tokens == 127  # max_length=128 counts the decoder start token
@@ -148,7 +148,7 @@ def test_paper_tasks_follow_the_official_pipeline(task):
 
 
 def test_other_tasks_keep_the_paper_schedule_and_their_configuration_ids():
-    from bild_exp.harness.plan import plan_runs
+    from bild_exp.harness.config.plan import plan_runs
 
     cfg = compose_sweep([])
     assert cfg.bild_schedule == "paper" and cfg.scoring.truncate_references is None
@@ -167,7 +167,7 @@ def t5_tokenizer():
 def test_references_are_cut_as_the_official_labels_were(t5_tokenizer):
     import pandas as pd
 
-    from bild_exp.harness.scoring import truncate_references
+    from bild_exp.harness.scoring.texts import truncate_references
 
     long = " ".join(["the house is very small and the garden is green ."] * 40)
     ids = t5_tokenizer(long, add_special_tokens=False)["input_ids"]
@@ -185,7 +185,7 @@ def test_references_are_cut_as_the_official_labels_were(t5_tokenizer):
 def test_tokenization_spaces_are_cleaned_on_both_sides_when_asked(t5_tokenizer):
     import pandas as pd
 
-    from bild_exp.harness.scoring import scored_texts
+    from bild_exp.harness.scoring.texts import scored_texts
 
     records = pd.DataFrame(
         {"hypothesis": ["It is n't here , is it ?"], "reference": ["It 's there ."]}

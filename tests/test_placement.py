@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from bild_exp.harness import placement
-from bild_exp.harness.placement import cpu_threads, lock_dir, placed
-from bild_exp.harness.store import file_lock
+from bild_exp.harness.records.store import file_lock
+from bild_exp.harness.run import placement
+from bild_exp.harness.run.placement import cpu_threads, lock_dir, placed
 
 
 @pytest.fixture(autouse=True)

@@ -193,11 +193,27 @@ def test_make_targets_plan_without_loading(target, capsys):
     arguments = sweep_arguments(target)
     assert arguments[0] == "-m" and "dry_run=true" in arguments
     overrides = arguments[1:]
-    (tasks,) = [o.split("=", 1)[1] for o in overrides if o.startswith("+task=")]
-    others = [o for o in overrides if not o.startswith("+task=")]
-    for task in tasks.split(","):
-        assert sweep.run(compose_sweep([f"+task={task}", *others])) is None
-    assert capsys.readouterr().out.count("configurations:") == len(tasks.split(",")) >= 2
+    # the tasks are the experiment config's (hydra.sweeper.params), not the Makefile's
+    assert f"+experiment={target}" in overrides and not any(
+        o.startswith("+task=") for o in overrides
+    )
+    tasks = paper.EXPERIMENTS[target].tasks
+    for task in tasks:
+        assert sweep.run(compose_sweep([f"+task={task}", *overrides])) is None
+    assert capsys.readouterr().out.count("configurations:") == len(tasks) >= 2
+
+
+def test_tasks_given_to_a_paper_target_replace_the_experiments_own():
+    """`make table3 TASKS=demo` runs the demo task instead of the experiment's two."""
+    listing = subprocess.run(
+        ["make", "-n", "-s", "--no-print-directory", "table3", "DRY_RUN=1", "TASKS=demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (line,) = [line for line in listing.splitlines() if "-m bild_exp.sweep" in line]
+    assert "+experiment=table3" in line and "+task=demo" in line
 
 
 @pytest.mark.parametrize("experiment", ["fig6", "fig8"])

@@ -44,9 +44,8 @@ def test_every_relative_link_resolves(page):
 
 
 # a module named by its package folder in a code map or a "read this first" list
-MODULE = re.compile(
-    r"`(?:src/bild_exp/)?((?:analysis|bench|data|decoding|harness|training)/\w+\.py)`"
-)
+PACKAGES = "analysis|bench|data|decoding|harness|models|training"
+MODULE = re.compile(rf"`(?:src/bild_exp/)?((?:{PACKAGES})/(?:\w+/)*\w+\.py)`")
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

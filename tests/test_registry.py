@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 from bild_exp.decoding import generate, registry
 from bild_exp.decoding.params import AutoregressiveParams
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.plan import plan_runs
+from bild_exp.harness.config.plan import plan_runs
 from bild_exp.sweep import with_default_task
 from tests.harness_fixtures import compose_sweep
 from tests.tiny_models import prompt, tiny_pair

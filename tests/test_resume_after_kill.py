@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from bild_exp.harness.store import RecordStore
+from bild_exp.harness.records.store import RecordStore
 from tests.harness_fixtures import tiny_overrides, write_task_files, write_tiny_pair
 
 N_EXAMPLES = 12
@@ -34,6 +35,7 @@ def all_records(results: Path) -> pd.DataFrame:
     return pd.concat([s.read() for s in stores], ignore_index=True)
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine: `make test-slow`
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     assets = (write_tiny_pair(tmp_path / "pair"), write_task_files(tmp_path, n=N_EXAMPLES))
     overrides = tiny_overrides(

@@ -82,7 +82,10 @@ def large_first_token_distribution(pair, top_p: float, temperature: float) -> to
     return sampler.sampling_probs(logits)
 
 
-@pytest.mark.parametrize(("top_p", "temperature"), [(1.0, 1.0), (0.9, 0.8)])
+@pytest.mark.parametrize(
+    ("top_p", "temperature"),
+    [(1.0, 1.0), pytest.param(0.9, 0.8, marks=pytest.mark.slow)],  # slow: `make test-slow`
+)
 def test_speculative_sampling_follows_the_large_model(tiny_vocab_pair, top_p, temperature):
     expected = large_first_token_distribution(tiny_vocab_pair, top_p, temperature)
     small_probs = tiny_vocab_pair[1](input_ids=torch.tensor([[3, 5]])).logits[0, -1].softmax(-1)

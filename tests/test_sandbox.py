@@ -1,4 +1,4 @@
-"""Model-written code in a real sandbox (bild_exp.harness.execution, task.execution.sandbox):
+"""Model-written code in a real sandbox (bild_exp.harness.scoring.code_execution, task.execution.sandbox):
 programs written to escape the Python guard leave everything outside their scratch
 directory unchanged under bubblewrap; the guard closes the holes it can; honest programs
 score the same in both modes; auto picks bwrap where it runs."""
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness import execution
-from bild_exp.harness.execution import (
+from bild_exp.harness.scoring import code_execution as execution
+from bild_exp.harness.scoring.code_execution import (
     FAILED,
     PASSED,
     Limits,
@@ -248,7 +248,7 @@ def test_a_python_under_tmp_stays_visible_in_the_private_tmp(monkeypatch):
     """A clone under /tmp runs its programs with its own .venv's Python: the sandbox's
     private /tmp would hide it (every program 'failed: execvp ... No such file'), so the
     interpreter's folders under /tmp are bound again, read-only, after it."""
-    from bild_exp.harness.execution import bwrap_command
+    from bild_exp.harness.scoring.code_execution import bwrap_command
 
     monkeypatch.setattr(sys, "prefix", "/tmp/clone/.venv")
     command = bwrap_command("/tmp/scoring", ["python", "program.py"])

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from bild_exp import sweep
-from bild_exp.harness import store as store_module
-from bild_exp.harness.execute import FLUSH_EVERY
-from bild_exp.harness.store import RecordStore, part_config
+from bild_exp.harness.records import store as store_module
+from bild_exp.harness.records.store import RecordStore, part_config
+from bild_exp.harness.run.decode import FLUSH_EVERY
 from tests.harness_fixtures import compose_sweep, tiny_overrides
 
 N_EXAMPLES = FLUSH_EVERY + 3  # two parts per configuration before compaction
@@ -192,7 +192,7 @@ def test_schema_1_records_migrate_once_when_a_sweep_claims_the_folder(tmp_path):
     rewritten at claim: per-configuration parts, sources in examples/, nothing lost."""
     import json
 
-    from bild_exp.harness.fingerprint import migrate_fingerprint
+    from bild_exp.harness.records.fingerprint import migrate_fingerprint
 
     store = RecordStore(tmp_path)
     (tmp_path / "parts").mkdir()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bild_exp import sweep
-from bild_exp.harness.store import IncompatibleResultsError
+from bild_exp.harness.records.store import IncompatibleResultsError
 from tests.harness_fixtures import ONE_BILD_POINT, compose_sweep, tiny_overrides
 
 
@@ -79,6 +79,7 @@ def test_dry_run_loads_nothing(tiny_assets, tmp_path, capsys):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow  # over ~25 s cold on the 2-core CI machine: `make test-slow`
 def test_engine_compile_sweep_matches_eager_and_reports_compilation(tiny_assets, tmp_path):
     """engine.compile=true through the harness: the same records as eager, and the compile
     report in the manifest. (The tiny pair of the bench test: its kernels compile once.)"""

@@ -1,6 +1,6 @@
 """Speedups measured side by side: a sweep interleaves its configurations per example in a
 rotating order, every record carries its timing block, and a speedup divides only timings
-of one example taken in one block (bild_exp.harness.blocks)."""
+of one example taken in one block (bild_exp.harness.run.blocks)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from bild_exp.analysis import stats
 from bild_exp.analysis.comparison import compare_with_vanilla
 from bild_exp.bench.cost_model import CallTimes
 from bild_exp.errors import Interrupted
-from bild_exp.harness import execute
-from bild_exp.harness.blocks import rotated, same_block_pairs, timing_work
-from bild_exp.harness.modelled_latency import modelled_latency, with_modelled_latency
-from bild_exp.harness.store import RecordStore
+from bild_exp.harness.records.store import RecordStore
+from bild_exp.harness.run import decode as execute
+from bild_exp.harness.run.blocks import rotated, same_block_pairs, timing_work
+from bild_exp.harness.run.modelled_latency import modelled_latency, with_modelled_latency
 from tests.harness_fixtures import compose_sweep, tiny_overrides
 
 GRID = (

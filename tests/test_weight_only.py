@@ -16,9 +16,9 @@ from torch import nn
 
 from bild_exp import sweep
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.checks import check_weight_formats
-from bild_exp.harness.fingerprint import weight_keys
-from bild_exp.harness.plan import RunConfig
+from bild_exp.harness.config.checks import check_weight_formats
+from bild_exp.harness.config.plan import RunConfig
+from bild_exp.harness.records.fingerprint import weight_keys
 from bild_exp.models import weight_only
 from bild_exp.models.cpu_kernels import is_prepacked, prepack_models
 from bild_exp.models.pair import LoadSettings

@@ -16,6 +16,7 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     T5Config,
     T5ForConditionalGeneration,
@@ -29,77 +30,94 @@ EOS = 1
 FAMILIES = ("t5", "bart", "gpt2", "llama")
 
 
-def _t5(layers: int, width: int) -> PreTrainedModel:
-    config = T5Config(
-        vocab_size=VOCAB_SIZE,
-        d_model=width,
-        d_kv=8,
-        d_ff=2 * width,
-        num_layers=layers,
-        num_decoder_layers=layers,
-        num_heads=4,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=EOS,
-        tie_word_embeddings=False,
-    )
-    return T5ForConditionalGeneration(config)
+def _t5_fields(layers: int, width: int) -> dict:
+    return {
+        "d_model": width,
+        "d_kv": 8,
+        "d_ff": 2 * width,
+        "num_layers": layers,
+        "num_decoder_layers": layers,
+        "num_heads": 4,
+        "decoder_start_token_id": 0,
+        "pad_token_id": 0,
+        "eos_token_id": EOS,
+        "tie_word_embeddings": False,
+    }
 
 
-def _bart(layers: int, width: int) -> PreTrainedModel:
-    config = BartConfig(
-        vocab_size=VOCAB_SIZE,
-        d_model=width,
-        encoder_layers=layers,
-        decoder_layers=layers,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=2 * width,
-        decoder_ffn_dim=2 * width,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=EOS,
-        decoder_start_token_id=2,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    return BartForConditionalGeneration(config)
+def _bart_fields(layers: int, width: int) -> dict:
+    return {
+        "d_model": width,
+        "encoder_layers": layers,
+        "decoder_layers": layers,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 2 * width,
+        "decoder_ffn_dim": 2 * width,
+        "max_position_embeddings": 256,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": EOS,
+        "decoder_start_token_id": 2,
+        "forced_bos_token_id": None,
+        "forced_eos_token_id": None,
+        "tie_word_embeddings": False,
+    }
 
 
-def _gpt2(layers: int, width: int) -> PreTrainedModel:
-    config = GPT2Config(
-        vocab_size=VOCAB_SIZE,
-        n_embd=width,
-        n_layer=layers,
-        n_head=4,
-        n_positions=256,
-        bos_token_id=2,
-        eos_token_id=EOS,
-        tie_word_embeddings=False,
-    )
-    return GPT2LMHeadModel(config)
+def _gpt2_fields(layers: int, width: int) -> dict:
+    return {
+        "n_embd": width,
+        "n_layer": layers,
+        "n_head": 4,
+        "n_positions": 256,
+        "bos_token_id": 2,
+        "eos_token_id": EOS,
+        "tie_word_embeddings": False,
+    }
 
 
-def _llama(layers: int, width: int) -> PreTrainedModel:
-    config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=2,
-        eos_token_id=EOS,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
+def _llama_fields(layers: int, width: int) -> dict:
+    return {
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "bos_token_id": 2,
+        "eos_token_id": EOS,
+        "pad_token_id": 0,
+        "tie_word_embeddings": False,
+    }
 
 
-BUILDERS = {"t5": _t5, "bart": _bart, "gpt2": _gpt2, "llama": _llama}
+# family -> (config class, model class, the family's tiny defaults for layers x width)
+FAMILY_CLASSES = {
+    "t5": (T5Config, T5ForConditionalGeneration, _t5_fields),
+    "bart": (BartConfig, BartForConditionalGeneration, _bart_fields),
+    "gpt2": (GPT2Config, GPT2LMHeadModel, _gpt2_fields),
+    "llama": (LlamaConfig, LlamaForCausalLM, _llama_fields),
+}
+
+
+def tiny_config(
+    family: str, layers: int, width: int, *, vocab_size: int = VOCAB_SIZE, **fields
+) -> PretrainedConfig:
+    """The one tiny-model config of every test: ``family``'s defaults for ``layers`` x
+    ``width``, with ``fields`` replacing any of them (a real tokenizer's size and special
+    tokens, head counts, tied embeddings, a deeper decoder, ...)."""
+    config_class, _, defaults = FAMILY_CLASSES[family]
+    return config_class(vocab_size=vocab_size, **{**defaults(layers, width), **fields})
+
+
+def random_model(config: PretrainedConfig, seed: int) -> PreTrainedModel:
+    """A random float32 model of ``config`` in eval mode, its weights drawn after
+    ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    return FAMILY_CLASSES[config.model_type][1](config).eval()
+
+
 SEPARATOR = 2  # between prompt and continuation for decoder-only models
 # The synthetic task's next-token map over the non-special tokens 3..VOCAB_SIZE-1.
 CHAIN = torch.cat(
@@ -110,10 +128,9 @@ CHAIN = torch.cat(
 )
 
 
-def tiny_model(family: str, seed: int, layers: int, width: int) -> PreTrainedModel:
-    """A random float64 model of ``family`` (not trained)."""
-    torch.manual_seed(seed)
-    model = BUILDERS[family](layers, width).double().eval()
+def tiny_model(family: str, seed: int, layers: int, width: int, **fields) -> PreTrainedModel:
+    """A random float64 model of ``family`` (not trained); ``fields`` as in :func:`tiny_config`."""
+    model = random_model(tiny_config(family, layers, width, **fields), seed).double()
     model.generation_config.pad_token_id = 0
     return model
 
@@ -203,13 +220,7 @@ def prompt(family: str, seed: int, length: int = 7) -> torch.Tensor:
 def deep_decoder_t5(seed: int = 5) -> PreTrainedModel:
     """A random float64 T5 with one encoder and three decoder layers (the demo large
     model's shape: more decoder than encoder layers), as wide as the tiny pair's large T5."""
-    torch.manual_seed(seed)
-    model = _t5(layers=1, width=64)
-    config = model.config
-    config.num_decoder_layers = 3
-    model = T5ForConditionalGeneration(config).double().eval()
-    model.generation_config.pad_token_id = 0
-    return model
+    return tiny_model("t5", seed, layers=1, width=64, num_decoder_layers=3)
 
 
 def decode_with(

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from bild_exp.analysis import plots
 from bild_exp.analysis.comparison import vanilla_row
@@ -28,22 +31,6 @@ from bild_exp.analysis.report import TABLE_COLUMNS, read_manifest, task_quality
 from bild_exp.console import library_output_to_log
 from bild_exp.data.tasks import DataError
 from bild_exp.errors import one_line_errors
-
-EXPERIMENTS = (
-    "table1",
-    "table3",
-    "table5",
-    "fig2",
-    "fig4",
-    "fig5",
-    "fig6",
-    "fig7",
-    "fig8",
-    "fig10",
-)
-
-
-COMPARED = ("table1", "fig4", "table3", "table5")  # printed next to the published numbers
 
 
 def published(table: str) -> pd.DataFrame:
@@ -256,41 +243,6 @@ def _paper(paper: pd.DataFrame, row: str, tolerance: float | None, column: str) 
     return None if match.empty else float(match[column].iloc[0])
 
 
-def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
-    """The comparison table; figures for the experiment are drawn into each run folder."""
-    table1 = published_table1()
-    rows = []
-    for run_dir in run_folders(experiment_dir):
-        task, quality = task_quality(run_dir)
-        summary = pd.read_csv(run_dir / "summary.csv")
-        device = {"device": run_device(run_dir)}  # printed next to every speedup
-        if experiment in ("table1", "fig4"):
-            rows += [{**row, **device} for row in operating_point_rows(run_dir, table1)]
-        elif experiment in ("table3", "table5"):
-            chosen = table3_rows(run_dir) if experiment == "table3" else table5_rows(run_dir)
-            rows += [{**row, **device} for row in chosen]
-        elif experiment == "fig8":
-            points = pd.read_csv(run_dir / "operating_points.csv")
-            costs = plots.cost_rows(summary, points)
-            plots.cost_figure(costs, run_dir / "fig8_costs")
-            rows += costs.assign(task=task, **device).to_dict("records")
-            continue
-        else:
-            columns = [
-                *TABLE_COLUMNS,
-                "sampling",
-                quality,
-                "speedup",
-                "fallback_pct",
-                "rollback_pct",
-                *(["mean_exit_layer"] if experiment in ("fig6", "fig7") else []),
-            ]
-            frame = summary[[c for c in columns if c in summary]].assign(task=task, **device)
-            rows += [{**row, **intervals(summary.loc[index])} for index, row in frame.iterrows()]
-        draw_figures(experiment, summary, quality, run_dir)
-    return pd.DataFrame(rows)
-
-
 PAPER_DEVICE = "T4"  # the paper timed everything on an NVIDIA T4 GPU, batch 1
 
 
@@ -311,15 +263,141 @@ def device_note(table: pd.DataFrame) -> str:
     )
 
 
-def draw_figures(experiment: str, summary: pd.DataFrame, quality: str, run_dir: Path) -> None:
-    if experiment == "fig2":
-        plots.oracle_curve(summary, quality, run_dir / "fig2_oracle")
-    elif experiment == "fig5":
-        plots.pareto_figure(summary, quality, run_dir / "fig5_ablations", title="ablations")
-    elif experiment == "fig10":
-        plots.threshold_map(summary, quality, run_dir / "fig10_thresholds")
-    else:
-        plots.pareto_figure(summary, quality, run_dir / f"{experiment}_pareto", title=experiment)
+@dataclass(frozen=True)
+class RunResults:
+    """One run folder of an experiment (one task), as the comparison reads it."""
+
+    folder: Path
+    task: str
+    quality: str  # the summary's quality column (bleu, rougeLsum, pass_at_1, ...)
+    summary: pd.DataFrame
+    device: dict[str, str]  # printed next to every speedup
+
+    @classmethod
+    def read(cls, folder: Path) -> RunResults:
+        task, quality = task_quality(folder)
+        summary = pd.read_csv(folder / "summary.csv")
+        return cls(folder, task, quality, summary, {"device": run_device(folder)})
+
+
+def summary_rows(run: RunResults, *extra_columns: str) -> list[dict]:
+    """Every configuration of the run with its quality, speedup, rates and intervals."""
+    columns = [
+        *TABLE_COLUMNS,
+        "sampling",
+        run.quality,
+        "speedup",
+        "fallback_pct",
+        "rollback_pct",
+        *extra_columns,
+    ]
+    summary = run.summary
+    frame = summary[[c for c in columns if c in summary]].assign(task=run.task, **run.device)
+    return [{**row, **intervals(summary.loc[index])} for index, row in frame.iterrows()]
+
+
+def cost_table(run: RunResults) -> pd.DataFrame:
+    """Figure 8's analytical FLOPs, memory traffic and intensity per operating point."""
+    return plots.cost_rows(run.summary, pd.read_csv(run.folder / "operating_points.csv"))
+
+
+def pareto(stem: str, title: str) -> Callable[[RunResults], None]:
+    """The run's Pareto figure (quality against speedup per family) as ``<stem>.png/.pdf``."""
+    return lambda run: plots.pareto_figure(run.summary, run.quality, run.folder / stem, title=title)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A paper table or figure: its comparison rows per run folder, its figure, and whether
+    the rows are printed next to transcribed published numbers. Its sweep (method, small
+    variants, the tasks it runs) is ``conf/experiment/<name>.yaml``; ``make <name>`` runs
+    that sweep, then ``python -m bild_exp.paper <name>``."""
+
+    name: str
+    rows: Callable[[RunResults], list[dict]]
+    figure: Callable[[RunResults], None]
+    compared: bool = False  # printed next to the published numbers
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks ``make <name>`` runs (the config's sweeper parameter ``+task``)."""
+        return experiment_tasks(self.name)
+
+
+def experiment_tasks(name: str) -> tuple[str, ...]:
+    """``+task`` of ``hydra.sweeper.params`` in ``conf/experiment/<name>.yaml``."""
+    config = OmegaConf.load(
+        str(resources.files("bild_exp").joinpath(f"conf/experiment/{name}.yaml"))
+    )
+    return tuple(str(config.hydra.sweeper.params["+task"]).split(","))
+
+
+def with_device(rows: Callable[[Path], list[dict]]) -> Callable[[RunResults], list[dict]]:
+    return lambda run: [{**row, **run.device} for row in rows(run.folder)]
+
+
+def _fig8_rows(run: RunResults) -> list[dict]:
+    return cost_table(run).assign(task=run.task, **run.device).to_dict("records")
+
+
+def _table1_rows(folder: Path) -> list[dict]:
+    return operating_point_rows(folder, published_table1())
+
+
+def _experiments(*experiments: Experiment) -> dict[str, Experiment]:
+    return {experiment.name: experiment for experiment in experiments}
+
+
+# The registry (the pattern of bild_exp.decoding.registry): name -> rows, figure, published.
+EXPERIMENTS: dict[str, Experiment] = _experiments(
+    Experiment(
+        "table1", with_device(_table1_rows), pareto("table1_pareto", "table1"), compared=True
+    ),
+    Experiment(
+        "table3", with_device(table3_rows), pareto("table3_pareto", "table3"), compared=True
+    ),
+    Experiment(
+        "table5", with_device(table5_rows), pareto("table5_pareto", "table5"), compared=True
+    ),
+    Experiment(
+        "fig2",
+        summary_rows,
+        lambda run: plots.oracle_curve(run.summary, run.quality, run.folder / "fig2_oracle"),
+    ),
+    Experiment("fig4", with_device(_table1_rows), pareto("fig4_pareto", "fig4"), compared=True),
+    Experiment(
+        "fig5",
+        summary_rows,
+        pareto("fig5_ablations", "ablations"),
+    ),
+    Experiment(
+        "fig6", lambda run: summary_rows(run, "mean_exit_layer"), pareto("fig6_pareto", "fig6")
+    ),
+    Experiment(
+        "fig7", lambda run: summary_rows(run, "mean_exit_layer"), pareto("fig7_pareto", "fig7")
+    ),
+    Experiment(
+        "fig8",
+        _fig8_rows,
+        lambda run: plots.cost_figure(cost_table(run), run.folder / "fig8_costs"),
+    ),
+    Experiment(
+        "fig10",
+        summary_rows,
+        lambda run: plots.threshold_map(run.summary, run.quality, run.folder / "fig10_thresholds"),
+    ),
+)
+
+
+def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
+    """The comparison table; figures for the experiment are drawn into each run folder."""
+    spec = EXPERIMENTS[experiment]
+    rows = []
+    for folder in run_folders(experiment_dir):
+        run = RunResults.read(folder)
+        rows += spec.rows(run)
+        spec.figure(run)
+    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -350,7 +428,7 @@ def write_comparison(experiment: str, results_dir: Path) -> None:
         "of vanilla large (the paper's rule), rule `ci` the fastest whose quality difference's "
         "lower bound is; `paper_*_in_ci` says whether our interval includes the published "
         "number.\n\n"
-        if experiment in COMPARED
+        if EXPERIMENTS[experiment].compared
         else (
             "Published numbers for this table/figure are not printed beside ours; the "
             "transcribed ones are in src/bild_exp/data/paper_*.csv.\n\n"

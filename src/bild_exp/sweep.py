@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bild_exp.console import library_output_to_log
 from bild_exp.errors import one_line_errors
-from bild_exp.harness.checks import check_engine, check_settings
-from bild_exp.harness.dry_run import print_plan
-from bild_exp.harness.pipeline import SweepOutcome, run_sweep
-from bild_exp.harness.plan import plan_runs
-from bild_exp.harness.store import check_writable
+from bild_exp.harness.config.checks import check_engine, check_settings
+from bild_exp.harness.config.dry_run import print_plan
+from bild_exp.harness.config.plan import plan_runs
+from bild_exp.harness.records.store import check_writable
+from bild_exp.harness.run.pipeline import SweepOutcome, run_sweep
 
 log = logging.getLogger(__name__)
 DEFAULT_TASK = "demo"

@@ -10,8 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bild_exp.analysis.comparison import reference_config_ids, speedup_columns, stats_settings
-from bild_exp.harness.blocks import same_block_pairs
+from bild_exp.analysis.comparison import (
+    exact_share,
+    reference_config_ids,
+    speedup_columns,
+    stats_settings,
+)
+from bild_exp.harness.run.blocks import same_block_pairs
 
 N_BINS = 4  # quartiles of vanilla's answer lengths
 LENGTH_COLUMNS = [
@@ -76,13 +81,7 @@ def by_length(
                 "speedup_low": np.nan,
                 "speedup_high": np.nan,
                 "exact_match_vs_large": (
-                    100
-                    * float(
-                        (
-                            mine.loc[shared, "tokens"].map(list)
-                            == vanilla.loc[shared, "tokens"].map(list)
-                        ).mean()
-                    )
+                    exact_share(mine.loc[shared, "tokens"], vanilla.loc[shared, "tokens"])
                     if len(shared)
                     else np.nan
                 ),

@@ -15,9 +15,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bild_exp.analysis import stats
-from bild_exp.harness.blocks import same_block_pairs
-from bild_exp.harness.metrics import metric_options
-from bild_exp.harness.plan import SAMPLING_COLUMNS
+from bild_exp.harness.config.plan import SAMPLING_COLUMNS
+from bild_exp.harness.run.blocks import same_block_pairs
+from bild_exp.harness.scoring.metrics import Scoring, metric_options
 
 
 @cache
@@ -98,7 +98,7 @@ MODELLED = "modelled_latency_s"  # per record: its calls times per-call costs of
 
 
 def speedup_columns(timing: pd.DataFrame, settings: dict[str, Any]) -> tuple[dict, np.ndarray]:
-    """Speedup over same-block pairs (:func:`bild_exp.harness.blocks.same_block_pairs`):
+    """Speedup over same-block pairs (:func:`bild_exp.harness.run.blocks.same_block_pairs`):
     the ratio of total latencies with a paired bootstrap interval stratified by block, the
     per-example ratio's median and 10th/90th percentiles, and the load-immune modelled
     speedup; and the resampled pair indices (for the quality difference)."""
@@ -188,12 +188,17 @@ def compare_with_vanilla(
     return row
 
 
+def exact_share(mine: pd.Series, vanilla: pd.Series) -> float:
+    """The percentage of examples whose output is vanilla large's token for token: the one
+    definition of "exact" behind every table (texts can agree after clean-up where the
+    tokens do not). Both series are indexed alike, one token list per example."""
+    return 100 * float((mine.map(list) == vanilla.map(list)).mean())
+
+
 def add_comparisons(
     summary: pd.DataFrame,
     records: pd.DataFrame,
-    metric: str,
-    quality: str,
-    scoring: dict[str, Any],
+    scoring: Scoring,
     settings: dict[str, Any] | None = None,
     timings: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -208,7 +213,7 @@ def add_comparisons(
     groups = dict(tuple(records.groupby("config_id", sort=False)))
     timed = groups if timings is None else dict(tuple(timings.groupby("config_id", sort=False)))
     qualities = {
-        config: quality_statistics(group, metric, quality, scoring)
+        config: quality_statistics(group, scoring.metric, scoring.quality, scoring.options)
         for config, group in groups.items()
     }
     references = reference_config_ids(summary)

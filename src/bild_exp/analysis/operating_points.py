@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from bild_exp.analysis.comparison import vanilla_row
-from bild_exp.harness.plan import PARAM_COLUMNS
+from bild_exp.harness.config.plan import PARAM_COLUMNS
 
 
 def pareto_mask(latency: Sequence[float], quality: Sequence[float]) -> list[bool]:

@@ -14,10 +14,10 @@ from bild_exp.analysis import plots
 from bild_exp.analysis.by_length import length_table
 from bild_exp.analysis.comparison import resolution_notes
 from bild_exp.analysis.wandb_log import log_sweep
-from bild_exp.harness.blocks import LOAD_MARGIN
-from bild_exp.harness.metrics import quality_column
-from bild_exp.harness.plan import GRID_AXES
-from bild_exp.harness.store import atomic_write_bytes, atomic_write_json, read_json
+from bild_exp.harness.config.plan import GRID_AXES
+from bild_exp.harness.records.store import atomic_write_bytes, atomic_write_json, read_json
+from bild_exp.harness.run.blocks import LOAD_MARGIN
+from bild_exp.harness.scoring.metrics import quality_column
 
 log = logging.getLogger(__name__)
 TABLE_COLUMNS = ["study", "small_variant", *GRID_AXES, "n_examples"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from sacrebleu.metrics import BLEU
 
-from bild_exp.harness.metrics import rouge_per_example
+from bild_exp.harness.scoring.metrics import rouge_per_example
 
 CHUNK = 64  # resamples summed at once: bounds memory at paper scale (~10^4 examples)
 FEW_EXAMPLES = 30  # below this, percentile intervals understate the uncertainty

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 from bild_exp.analysis import stats
-from bild_exp.analysis.comparison import add_comparisons, reference_config_ids
+from bild_exp.analysis.comparison import add_comparisons, exact_share, reference_config_ids
 from bild_exp.analysis.operating_points import add_pareto
-from bild_exp.harness.blocks import latest_outputs
-from bild_exp.harness.execution import pass_at_1
-from bild_exp.harness.metrics import metric_options, score
-from bild_exp.harness.plan import PARAM_COLUMNS
+from bild_exp.harness.config.plan import PARAM_COLUMNS
+from bild_exp.harness.run.blocks import latest_outputs
+from bild_exp.harness.scoring.code_execution import pass_at_1
+from bild_exp.harness.scoring.metrics import Scoring, metric_options, score
 
 CONFIG_COLUMNS = ["config_id", "study", "method", "small_variant", *PARAM_COLUMNS]
 
@@ -30,7 +30,7 @@ def summarize_config(group: pd.DataFrame, metric: str, scoring: dict[str, Any]) 
     # .get: records written before a parameter column existed simply lack it
     row = {column: first.get(column) for column in CONFIG_COLUMNS}
     row = {column: None if pd.isna(value) else value for column, value in row.items()}
-    if metric == "pass_at_1":  # executed answers (bild_exp.harness.execution)
+    if metric == "pass_at_1":  # executed answers (bild_exp.harness.scoring.code_execution)
         row.update(pass_at_1(group))
     else:
         row.update(
@@ -172,9 +172,7 @@ def cost_summary(group: pd.DataFrame, n_tokens: int) -> dict[str, float | None]:
 
 def summarize(
     records: pd.DataFrame,
-    metric: str,
-    quality: str,
-    scoring: dict[str, Any],
+    scoring: Scoring,
     settings: dict[str, Any] | None = None,
     timings: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -186,13 +184,13 @@ def summarize(
     outputs = latest_outputs(records)
     timings = records if timings is None else timings
     rows = [
-        summarize_config(group, metric, scoring)
+        summarize_config(group, scoring.metric, scoring.options)
         for _, group in outputs.groupby("config_id", sort=False)
     ]
     summary = pd.DataFrame(rows)
-    summary = add_comparisons(summary, outputs, metric, quality, scoring, settings, timings)
-    summary = add_agreement(summary, outputs, metric, scoring)
-    return add_pareto(summary, quality)
+    summary = add_comparisons(summary, outputs, scoring, settings, timings)
+    summary = add_agreement(summary, outputs, scoring.metric, scoring.options)
+    return add_pareto(summary, scoring.quality)
 
 
 def add_agreement(
@@ -201,7 +199,8 @@ def add_agreement(
     """``agreement_vs_large``: each configuration's outputs scored against vanilla large's
     (BLEU, or ROUGE-L for ROUGE and pass@1 tasks) on the same examples: a lossy method is
     judged against both the references and the model it approximates; and
-    ``exact_match_vs_large``, the percentage of examples whose output is vanilla's."""
+    ``exact_match_vs_large``, the percentage of examples whose output is vanilla's token
+    for token (:func:`exact_share`)."""
     name = "bleu" if metric == "bleu" else "rougeL"
     agreement_metric = "bleu" if metric == "bleu" else "rouge"
     groups = dict(tuple(records.groupby("config_id", sort=False)))
@@ -210,13 +209,15 @@ def add_agreement(
     for config in summary["config_id"]:
         reference = groups.get(references[config], records.iloc[:0])
         joined = groups[config].merge(
-            reference[["example_id", "hypothesis"]], on="example_id", suffixes=("", "_large")
+            reference[["example_id", "hypothesis", "tokens"]],
+            on="example_id",
+            suffixes=("", "_large"),
         )
         if joined.empty:
             values.append(None)
             exact.append(None)
             continue
-        exact.append(100 * float((joined["hypothesis"] == joined["hypothesis_large"]).mean()))
+        exact.append(exact_share(joined["tokens"], joined["tokens_large"]))
         scores = score(
             agreement_metric,
             list(joined["hypothesis"]),

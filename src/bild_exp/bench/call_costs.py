@@ -33,7 +33,7 @@ from bild_exp.bench.cost_model import measure_targets
 from bild_exp.console import library_output_to_log
 from bild_exp.decoding.compiled import check_compile_mode, compile_stats
 from bild_exp.errors import InvalidParameterError, one_line_errors
-from bild_exp.harness.store import atomic_write_bytes
+from bild_exp.harness.records.store import atomic_write_bytes
 from bild_exp.models.cpu_kernels import prepack_models, prepack_supported
 from bild_exp.models.pair import int4_group_size, load_pair, resolve_device
 from bild_exp.models.weight_only import QUANTIZED_FORMATS, missing_kernel, quantized_twin

@@ -35,21 +35,21 @@ from bild_exp.data.tasks import load_examples, task_from_config
 from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.decoding.registry import parse_params
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.blocks import TimingBlock, rotated, start_block
-from bild_exp.harness.checks import (
+from bild_exp.harness.config.checks import (
     check_integer,
     check_settings,
     check_weight_formats,
 )
-from bild_exp.harness.dry_run import print_plan
-from bild_exp.harness.execute import EncodedExample, encode, output_text, timed_call
-from bild_exp.harness.execution import execute_records, execution_limits, pass_at_1
-from bild_exp.harness.metrics import metric_options, quality_column, score
-from bild_exp.harness.pipeline import compile_report, run_sweep
-from bild_exp.harness.plan import plan_runs, small_variants
-from bild_exp.harness.scoring import scored_texts
-from bild_exp.harness.settings import resolve_settings
-from bild_exp.harness.store import atomic_write_bytes
+from bild_exp.harness.config.dry_run import print_plan
+from bild_exp.harness.config.plan import plan_runs, small_variants
+from bild_exp.harness.config.settings import resolve_settings
+from bild_exp.harness.records.store import atomic_write_bytes
+from bild_exp.harness.run.blocks import TimingBlock, rotated, start_block
+from bild_exp.harness.run.decode import EncodedExample, encode, output_text, timed_call
+from bild_exp.harness.run.pipeline import compile_report, run_sweep
+from bild_exp.harness.scoring.code_execution import execute_records, execution_limits, pass_at_1
+from bild_exp.harness.scoring.metrics import metric_options, quality_column, score
+from bild_exp.harness.scoring.texts import scored_texts
 from bild_exp.models.pair import LoadedPair, LoadSettings, load_pair
 from bild_exp.timing import device_description
 
@@ -258,7 +258,7 @@ def run(cfg: DictConfig) -> Path:
     """Select operating points on validation, benchmark on test, write bench.csv and bench.md."""
     bench = cfg.bench
     task = task_from_config(cfg.task)
-    metric, quality = task.metric, quality_column(task.metric, task.extra.get("quality"))
+    metric, quality = task.metric, quality_column(task.metric, task.quality)
     check_settings(cfg)
     check_bench_settings(bench)
     compile_mode = check_compile_mode(bench.compile_mode, "bench.compile_mode")
@@ -294,7 +294,7 @@ def run(cfg: DictConfig) -> Path:
             records,
             problems,
             task.prompt_format().response_prefix,
-            execution_limits(task.extra.get("execution")),
+            execution_limits(task.execution),
         )
     settings = stats_settings(
         {**OmegaConf.to_container(cfg.stats, resolve=True), "bootstrap": bench.bootstrap_samples}

@@ -14,13 +14,13 @@ import json
 import os
 import random
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bild_exp.data.prompts import PromptFormat
-from bild_exp.errors import BildError, first_line
+from bild_exp.errors import BildError, InvalidParameterError, first_line
 from bild_exp.installed import module_folder
 
 METRICS = ("bleu", "rouge", "pass_at_1")  # pass_at_1: execution-based (HumanEval)
@@ -59,7 +59,13 @@ class TaskSpec:
     stop_strings: list[str] | None = None
     # Columns kept per example for the metric (pass_at_1: the tests and the entry point).
     example_fields: list[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # A paper task refuses to run on a CPU unless pair.device=cpu is set.
+    paper: bool = False
+    # The summary's quality column where the metric has several (CNN/DM: rougeLsum).
+    quality: str | None = None
+    # pass_at_1: limits and sandbox per program (bild_exp.harness.scoring.code_execution).
+    execution: dict[str, Any] | None = None
+    split_sizes: dict[str, int] | None = None  # rows per split, for dry_run's estimate
 
     def encoder_text(self, source: str) -> str:
         """The encoder input of an encoder-decoder pair: the prefix, then the source."""
@@ -343,8 +349,21 @@ def stratified_sample(examples: list[Example], n: int, seed: int) -> list[Exampl
     return chosen
 
 
+TASK_KEYS = tuple(f.name for f in fields(TaskSpec))
+
+
+def check_task_keys(values: Any) -> None:
+    """Refuse a task key that TaskSpec does not have, naming it and the accepted keys."""
+    unknown = [key for key in values if key not in TASK_KEYS]
+    if unknown:
+        raise InvalidParameterError(
+            f"task.{unknown[0]} is unknown: accepted {', '.join(sorted(TASK_KEYS))}"
+        )
+
+
 def task_from_config(config: Any) -> TaskSpec:
-    """Build a TaskSpec from a Hydra/OmegaConf node or a dict (unknown keys go to ``extra``)."""
+    """Build a TaskSpec from a Hydra/OmegaConf node or a dict; a key TaskSpec does not have
+    is refused in one line (a typo would otherwise be ignored silently)."""
     from omegaconf import DictConfig, OmegaConf
 
     values = (
@@ -352,20 +371,18 @@ def task_from_config(config: Any) -> TaskSpec:
         if isinstance(config, DictConfig)
         else dict(config)
     )
-    known = set(TaskSpec.__dataclass_fields__)
-    extra = {k: v for k, v in values.items() if k not in known}
-    spec_values = {k: v for k, v in values.items() if k in known}
-    stops = spec_values.get("stop_strings")
+    check_task_keys(values)
+    stops = values.get("stop_strings")
     if stops is not None and (
         not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops)
     ):
         raise DataError(
             f"task.stop_strings={stops!r} is invalid: accepted null or a list of non-empty strings"
         )
-    if spec_values.get("metric") not in METRICS:
+    if values.get("metric") not in METRICS:
         raise DataError(
-            f"task.metric={spec_values.get('metric')!r} is invalid: accepted {', '.join(METRICS)}"
+            f"task.metric={values.get('metric')!r} is invalid: accepted {', '.join(METRICS)}"
         )
-    spec = TaskSpec(**spec_values, extra={**spec_values.get("extra", {}), **extra})
+    spec = TaskSpec(**values)
     spec.prompt_format()  # a bad prompt is refused here, before anything loads
     return spec

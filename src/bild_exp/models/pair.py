@@ -311,6 +311,6 @@ def load_pair(
 
 def int4_group_size(pair_cfg: Any) -> Any:
     """``pair.int4_group_size``: input columns per int4 scale and zero (default 32; checked
-    by bild_exp.harness.checks.check_weight_formats)."""
+    by bild_exp.harness.config.checks.check_weight_formats)."""
     value = pair_cfg.get("int4_group_size")
     return 32 if value is None else value

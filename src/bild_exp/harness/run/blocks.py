@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 
-from bild_exp.harness.manifest import machine_load
+from bild_exp.harness.records.manifest import machine_load
 
 BLOCK_COLUMNS = ("block_id", "block_started", "cpu_model", "cpu_cores", "torch_threads")
 # per record: wall and process CPU seconds of the timed region, 1-minute load around it

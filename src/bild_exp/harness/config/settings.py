@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from bild_exp.harness.long_run import parse_duration, parse_shard
+from bild_exp.harness.run.long_run import parse_duration, parse_shard
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sacrebleu
@@ -75,6 +76,16 @@ def score(
     if metric == "rouge":
         return rouge(hypotheses, references, rouge_stemmer)
     raise InvalidParameterError(f"metric={metric!r} is invalid: accepted bleu, rouge")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a run's answers are scored: the task's metric family (bleu, rouge, pass_at_1),
+    the headline quality column, and the metric settings (``scoring`` in conf/sweep.yaml)."""
+
+    metric: str
+    quality: str
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def quality_column(metric: str, quality: str | None) -> str:

@@ -29,11 +29,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from bild_exp.errors import BildError
-from bild_exp.harness.fingerprint import migrate_fingerprint
+from bild_exp.harness.records.fingerprint import migrate_fingerprint
 
 KEY = ["config_id", "example_id"]
 # One record per (configuration, example, timing block): an example re-timed in a later
-# block (bild_exp.harness.blocks) adds a record; records written before blocks existed
+# block (bild_exp.harness.run.blocks) adds a record; records written before blocks existed
 # have no block_id and are keyed by the first two.
 RECORD_KEY = [*KEY, "block_id"]
 EXAMPLE_COLUMNS = ["source", "reference"]  # stored once per example in examples/
@@ -216,7 +216,7 @@ class RecordStore:
 
     def lock(self, config_id: str, wait: bool = False, shard: str = ""):
         """One process at a time computes a configuration's records in this folder (of one
-        shard of the examples: ``shard`` names it, :func:`bild_exp.harness.long_run.shard_label`;
+        shard of the examples: ``shard`` names it, :func:`bild_exp.harness.run.long_run.shard_label`;
         shards hold disjoint examples, so their jobs run side by side)."""
         return file_lock(self.directory / "locks" / f"{config_id}{shard}.lock", wait)
 
@@ -229,7 +229,7 @@ class RecordStore:
 
     def save_block(self, block: dict[str, Any]) -> None:
         """``blocks/<block_id>.json``: a timing block's machine, start and per-call costs
-        (bild_exp.harness.blocks), next to the records it timed."""
+        (bild_exp.harness.run.blocks), next to the records it timed."""
         atomic_write_json(self.directory / "blocks" / f"{block['block_id']}.json", block)
 
     def blocks(self) -> dict[str, dict[str, Any]]:

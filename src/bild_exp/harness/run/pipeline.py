@@ -31,7 +31,18 @@ from bild_exp.data.tasks import (
 )
 from bild_exp.decoding.compiled import compile_stats
 from bild_exp.errors import Interrupted
-from bild_exp.harness.blocks import (
+from bild_exp.harness.config.checks import check_paper_device
+from bild_exp.harness.config.plan import RunConfig, reference_runs
+from bild_exp.harness.config.settings import SweepSettings, resolve_settings
+from bild_exp.harness.records.fingerprint import (
+    baselines_folder,
+    compatibility,
+    dataset_fingerprint,
+    run_folder,
+)
+from bild_exp.harness.records.manifest import build_manifest, machine_load, peak_memory_gb
+from bild_exp.harness.records.store import BusyError, RecordStore, atomic_write_bytes, read_json
+from bild_exp.harness.run.blocks import (
     BLOCK_COLUMNS,
     TIMING_COLUMNS,
     TimingBlock,
@@ -39,35 +50,28 @@ from bild_exp.harness.blocks import (
     start_block,
     timing_work,
 )
-from bild_exp.harness.checks import check_paper_device
-from bild_exp.harness.execute import EncodedExample, encode, execute_interleaved
-from bild_exp.harness.execution import execute_records, execution_limits, resolve_sandbox
-from bild_exp.harness.fingerprint import (
-    baselines_folder,
-    compatibility,
-    dataset_fingerprint,
-    run_folder,
-)
-from bild_exp.harness.long_run import (
+from bild_exp.harness.run.decode import EncodedExample, encode, execute_interleaved
+from bild_exp.harness.run.long_run import (
     RunProgress,
     complete_examples,
     shard_label,
     shard_of,
     stop_on_signal,
 )
-from bild_exp.harness.manifest import build_manifest, machine_load, peak_memory_gb
-from bild_exp.harness.metrics import quality_column
-from bild_exp.harness.modelled_latency import (
+from bild_exp.harness.run.modelled_latency import (
     block_table,
     costs_to_json,
     measure_block_costs,
     with_modelled_latency,
 )
-from bild_exp.harness.placement import placed
-from bild_exp.harness.plan import RunConfig, reference_runs
-from bild_exp.harness.scoring import scored_texts
-from bild_exp.harness.settings import SweepSettings, resolve_settings
-from bild_exp.harness.store import BusyError, RecordStore, atomic_write_bytes, read_json
+from bild_exp.harness.run.placement import placed
+from bild_exp.harness.scoring.code_execution import (
+    execute_records,
+    execution_limits,
+    resolve_sandbox,
+)
+from bild_exp.harness.scoring.metrics import Scoring, quality_column
+from bild_exp.harness.scoring.texts import scored_texts
 from bild_exp.models.pair import LoadedPair, LoadSettings, load_pair, load_tokenizer, resolve_device
 from bild_exp.timing import device_description
 
@@ -150,7 +154,7 @@ def executed(
     """Records with their execution outcomes; per example in ``executions.csv``."""
     problems = {example.id: example for example in examples}
     prefix = task.prompt_format().response_prefix
-    limits = execution_limits(task.extra.get("execution"))
+    limits = execution_limits(task.execution)
     records = execute_records(records, problems, prefix, limits)
     sandbox = records["sandbox"].iloc[0] if len(records) else resolve_sandbox(limits.sandbox)
     print(f"answers scored in sandbox: {sandbox} (task.execution.sandbox={limits.sandbox})")
@@ -164,7 +168,7 @@ def run_sweep(cfg: DictConfig, runs: list[RunConfig]) -> SweepOutcome:
     task = task_from_config(cfg.task)
     torch_device = resolve_device(cfg.pair.device)
     check_paper_device(cfg, task, torch_device)  # before any download
-    # one timed job per GPU; parallel CPU jobs share the cores (bild_exp.harness.placement)
+    # one timed job per GPU; parallel CPU jobs share the cores (bild_exp.harness.run.placement)
     with placed(torch_device) as torch_device:
         cfg.pair.device = str(torch_device)
         return sweep_on_device(cfg, runs, task, torch_device)
@@ -249,10 +253,10 @@ def sweep_on_device(
     records = scored_texts(latest_outputs(timings), tokenizer, cfg.scoring)
     if task.metric == "pass_at_1":  # run the problems' tests on every answer, untimed
         records = executed(records, examples, task, run_dir)
-    quality = quality_column(task.metric, task.extra.get("quality"))
+    quality = quality_column(task.metric, task.quality)
     scoring = OmegaConf.to_container(cfg.scoring, resolve=True)
     stats_settings = OmegaConf.to_container(cfg.stats, resolve=True) if "stats" in cfg else None
-    summary = summarize(records, task.metric, quality, scoring, stats_settings, timings)
+    summary = summarize(records, Scoring(task.metric, quality, scoring), stats_settings, timings)
     points = operating_points(summary, quality)
     manifest = build_manifest(
         cfg, examples, items, n_skipped, device, dataset_fingerprint(examples)
@@ -356,7 +360,7 @@ def execute_all(
     progress: RunProgress | None = None,
 ) -> int:
     """Every run's missing records and the re-timings its pairs need, interleaved per
-    example in one timing block (:func:`bild_exp.harness.blocks.timing_work`); returns the
+    example in one timing block (:func:`bild_exp.harness.run.blocks.timing_work`); returns the
     records written. A configuration that another process is computing (its lock is held)
     is left for last and then waited for, with every configuration that is timed against
     it, so parallel sweeps on one folder never compute a record twice (jobs of different

@@ -17,10 +17,10 @@ from omegaconf import OmegaConf
 
 from bild_exp.data.tasks import DataError, load_examples, task_from_config
 from bild_exp.decoding.registry import parameter_types
-from bild_exp.harness.execute import EncodedExample, decode_once, encode, output_text, record
-from bild_exp.harness.plan import PARAM_COLUMNS, RunConfig
-from bild_exp.harness.settings import resolve_settings
-from bild_exp.harness.store import RecordStore
+from bild_exp.harness.config.plan import PARAM_COLUMNS, RunConfig
+from bild_exp.harness.config.settings import resolve_settings
+from bild_exp.harness.records.store import RecordStore
+from bild_exp.harness.run.decode import EncodedExample, decode_once, encode, output_text, record
 from bild_exp.models.pair import LoadSettings, load_pair
 
 INTEGER_PARAMS = tuple(name for name, kind in parameter_types().items() if kind is int)

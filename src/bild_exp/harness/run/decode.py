@@ -3,7 +3,7 @@
 Per example only ``generate`` is timed (tokenisation, decoding to text and scoring are
 outside), the device is synchronised around it, and each configuration first decodes
 ``warmup`` examples untimed. Configurations are interleaved per example in a rotating
-order, and every record carries its timing block (bild_exp.harness.blocks). Records are
+order, and every record carries its timing block (bild_exp.harness.run.blocks). Records are
 flushed every few examples (or seconds).
 """
 
@@ -21,11 +21,11 @@ from bild_exp.data.tasks import Example, TaskSpec
 from bild_exp.decoding.early_exit import EarlyExit
 from bild_exp.decoding.sequence import StopStrings
 from bild_exp.flops import ModelShape, generation_cost
-from bild_exp.harness.blocks import TimingBlock, load_average, rotated
-from bild_exp.harness.long_run import RunProgress
-from bild_exp.harness.plan import RunConfig
-from bild_exp.harness.settings import DecodeSettings
-from bild_exp.harness.store import RecordStore
+from bild_exp.harness.config.plan import RunConfig
+from bild_exp.harness.config.settings import DecodeSettings
+from bild_exp.harness.records.store import RecordStore
+from bild_exp.harness.run.blocks import TimingBlock, load_average, rotated
+from bild_exp.harness.run.long_run import RunProgress
 from bild_exp.models.pair import LoadedPair
 from bild_exp.timing import timed
 
@@ -187,7 +187,7 @@ def record(
 
 def timed_call(fn: Callable[[], Any], device: torch.device) -> tuple[Any, dict[str, Any]]:
     """``fn`` timed (device synchronised), with the timing columns of its record
-    (bild_exp.harness.blocks.TIMING_COLUMNS): wall and process CPU seconds, and the
+    (bild_exp.harness.run.blocks.TIMING_COLUMNS): wall and process CPU seconds, and the
     one-minute load before and after."""
     load_before, cpu_start = load_average(), time.process_time()
     result, seconds = timed(fn, device)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bild_exp.harness.store import BusyError, file_lock
+from bild_exp.harness.records.store import BusyError, file_lock
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bild_exp.data.tasks import TaskSpec
+from bild_exp.data.tasks import TaskSpec, check_task_keys
 from bild_exp.decoding.compiled import check_compile_mode
 from bild_exp.decoding.registry import methods_where
 from bild_exp.errors import InvalidParameterError
 from bild_exp.flops import ModelShape
-from bild_exp.harness.execution import execution_limits
-from bild_exp.harness.long_run import check_record_parts, parse_duration, parse_shard
-from bild_exp.harness.plan import RunConfig
+from bild_exp.harness.config.plan import RunConfig
+from bild_exp.harness.run.long_run import check_record_parts, parse_duration, parse_shard
+from bild_exp.harness.scoring.code_execution import execution_limits
 from bild_exp.models.pair import LoadSettings, int4_group_size, model_config, resolve_device
 from bild_exp.models.weight_only import QUANTIZED_FORMATS, check_group_size, check_weights
 from bild_exp.wandb_setup import check_mode
@@ -50,6 +50,7 @@ def check_settings(cfg: DictConfig) -> None:
         )
     check_mode(cfg.logger)
     task = cfg.get("task") or {}
+    check_task_keys(task)  # a typo in a task key is refused, not ignored
     check_integer("max_new_tokens", cfg.get("max_new_tokens"), 1, "null (the task's)")
     ids = cfg.data.get("example_ids")
     if ids is not None and (
@@ -108,7 +109,7 @@ def check_integer(name: str, value: Any, low: int, or_null: str | None = None) -
 
 def check_paper_device(cfg: DictConfig, task: TaskSpec, device: Any) -> None:
     """A paper sweep on a CPU takes weeks: only when asked for with pair.device=cpu."""
-    if task.extra.get("paper") and device.type == "cpu" and cfg.pair.device != "cpu":
+    if task.paper and device.type == "cpu" and cfg.pair.device != "cpu":
         raise InvalidParameterError(
             f"pair.device={cfg.pair.device!r} resolved to cpu for paper task {task.name!r} "
             "(torch.cuda.is_available() is False: no GPU, or a torch build that does not match "

@@ -15,7 +15,7 @@ import torch
 
 from bild_exp.bench.cost_model import CallTimes, measure_paths, predicted_latency
 from bild_exp.decoding.early_exit import EarlyExit
-from bild_exp.harness.blocks import loaded
+from bild_exp.harness.run.blocks import loaded
 from bild_exp.models.pair import LoadedPair
 
 SHORT_CALLS = 16  # every n_fed up to this is measured; longer calls (prefills) at their maximum

@@ -8,12 +8,12 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from bild_exp.data.tasks import task_from_config
-from bild_exp.harness.blocks import BLOCK_COLUMNS, TIMING_COLUMNS, timing_work
-from bild_exp.harness.fingerprint import baselines_folder, compatibility, run_folder
-from bild_exp.harness.metrics import quality_column
-from bild_exp.harness.plan import RunConfig, reference_runs
-from bild_exp.harness.settings import resolve_settings
-from bild_exp.harness.store import RecordStore
+from bild_exp.harness.config.plan import RunConfig, reference_runs
+from bild_exp.harness.config.settings import resolve_settings
+from bild_exp.harness.records.fingerprint import baselines_folder, compatibility, run_folder
+from bild_exp.harness.records.store import RecordStore
+from bild_exp.harness.run.blocks import BLOCK_COLUMNS, TIMING_COLUMNS, timing_work
+from bild_exp.harness.scoring.metrics import quality_column
 from bild_exp.models.pair import resolve_device
 from bild_exp.timing import device_description
 
@@ -80,7 +80,7 @@ def time_estimate(cfg: DictConfig, runs: list[RunConfig], n_calls: int) -> str:
 def stored_work(cfg: DictConfig, runs: list[RunConfig]) -> str:
     """What the stored records leave to time, on the examples they cover: new records, and
     re-timings (a record whose pair with vanilla large was not timed in one block is timed
-    again with vanilla in this run's block; bild_exp.harness.blocks)."""
+    again with vanilla in this run's block; bild_exp.harness.run.blocks)."""
     task = task_from_config(cfg.task)
     device = device_description(resolve_device(cfg.pair.device))
     fingerprint = compatibility(cfg, task, device, runs)

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from bild_exp.data.tasks import Example, TaskSpec
 from bild_exp.errors import InvalidParameterError
-from bild_exp.harness.plan import RunConfig
-from bild_exp.harness.settings import resolve_settings
+from bild_exp.harness.config.plan import RunConfig
+from bild_exp.harness.config.settings import resolve_settings
 from bild_exp.models.pair import LoadSettings
 
 

@@ -1,0 +1,1 @@
+"""Quality: the texts that are scored, the metrics, and running model-written code."""
