@@ -391,13 +391,17 @@ EXPERIMENTS: dict[str, Experiment] = _experiments(
 
 def compare(experiment_dir: Path, experiment: str) -> pd.DataFrame:
     """The comparison table; figures for the experiment are drawn into each run folder."""
-    spec = EXPERIMENTS[experiment]
     rows = []
     for folder in run_folders(experiment_dir):
         run = RunResults.read(folder)
-        rows += spec.rows(run)
-        spec.figure(run)
+        rows += EXPERIMENTS[experiment].rows(run)
+        draw_figures(experiment, run)
     return pd.DataFrame(rows)
+
+
+def draw_figures(experiment: str, run: RunResults) -> None:
+    """The experiment's figure of one run folder, drawn into that folder."""
+    EXPERIMENTS[experiment].figure(run)
 
 
 def main(argv: list[str] | None = None) -> None:
